@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv when it is
+# missing or older than pyproject.toml, so no other set-up step exists.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Keep Jupyter and matplotlib state out of $HOME so tests and demos leave nothing behind.
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test lint lab bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mtkit)"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m mtkit demo
+
+test: $(STAMP)
+	$(BIN)/ruff check mtkit tests bench
+	$(BIN)/ruff format --check mtkit tests bench
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+
+lab: $(STAMP)
+	MPLBACKEND=module://matplotlib_inline.backend_inline $(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_loop.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,307 @@
+"""Image datasets: one small container, a checked constructor, and loaders for common sets.
+
+An `ImageDataset` is just tensors plus the class names: images float32 N×C×H×W in [0, 1] and
+labels int64 (N,), or labels=None for an unlabelled pool. `load_images("digits")` works offline;
+MNIST, Fashion-MNIST and CIFAR-10 come through torchvision and need their files on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtkit.utils import MtkitError, check_choice
+
+
+class DatasetUnavailable(MtkitError):
+    """A dataset's files are not on disk and could not (or were not allowed to) be downloaded."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared with text.py: label checks and index handling work the same for any modality.
+
+
+def index_array(index, length: int) -> np.ndarray:
+    """Turn a slice, list, bool mask, numpy array or tensor of indices into an int64 array.
+
+    Negative indices count from the end, as in Python; out-of-range ones raise IndexError.
+    Returns an array of positions in [0, length).
+    """
+    if isinstance(index, torch.Tensor):
+        index = index.detach().cpu().numpy()
+    # Indexing an arange reuses numpy's own rules for slices, masks and negative indices.
+    return np.arange(length)[index].reshape(-1).astype(np.int64)
+
+
+def as_label_tensor(labels, num_examples: int, class_names: list[str] | None) -> torch.Tensor:
+    """Check integer class labels and return them as an int64 tensor of shape (num_examples,).
+
+    Labels must be 1-D integers in [0, num_classes), where num_classes is len(class_names) when
+    class names are given (otherwise any non-negative integer is allowed).
+    """
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise MtkitError(f"labels must be 1-D with shape (N,), got shape {tuple(labels.shape)}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise MtkitError(f"labels must be integers (class indices), got dtype {labels.dtype}")
+    if len(labels) != num_examples:
+        raise MtkitError(f"expected {num_examples} labels (one per example), got {len(labels)}")
+    if labels.size and labels.min() < 0:
+        raise MtkitError(f"labels must be >= 0, got a label of {int(labels.min())}")
+    if labels.size and class_names is not None and labels.max() >= len(class_names):
+        raise MtkitError(
+            f"labels must be in [0, {len(class_names)}) for {len(class_names)} class names, "
+            f"got a label of {int(labels.max())}"
+        )
+    return torch.as_tensor(labels.astype(np.int64))
+
+
+def check_label_tensor(labels, num_examples: int, class_names: list[str]) -> None:
+    """The invariant of a dataset's labels: None, or int64 (num_examples,) in [0, num_classes)."""
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
+        raise MtkitError(f"labels must be an int64 tensor or None, got {type(labels).__name__}")
+    if labels.shape != (num_examples,):
+        raise MtkitError(f"labels must have shape ({num_examples},), got {tuple(labels.shape)}")
+    if num_examples and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names):
+        raise MtkitError(
+            f"labels must be in [0, {len(class_names)}) to index class_names, "
+            f"got values {int(labels.min())}..{int(labels.max())}"
+        )
+
+
+def default_class_names(labels: torch.Tensor | None) -> list[str]:
+    """Class names "0", "1", ... up to the largest label; no names for unlabelled data."""
+    if labels is None or len(labels) == 0:
+        return []
+    return [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def labels_repr(labels: torch.Tensor | None, class_names: list[str]) -> str:
+    """The part of a dataset's repr that describes its labels."""
+    if labels is None:
+        return f"classes={len(class_names)}, unlabelled"
+    return f"classes={len(class_names)}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, repr=False)
+class ImageDataset:
+    """Images with optional class labels, ready to feed a model.
+
+    images: float32 tensor of shape (N, C, H, W) with values in [0, 1].
+    labels: int64 tensor of shape (N,), or None for an unlabelled pool.
+    class_names: one name per class; label i means class_names[i].
+    name: where the data came from ("digits", "mnist", ... or "custom").
+
+    Build one from raw arrays with `ImageDataset.from_tensors`, which checks and converts.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    class_names: list[str]
+    name: str = "custom"
+
+    def __post_init__(self):
+        # Cheap structural checks only; value checks (range, NaN) live in from_tensors.
+        if not isinstance(self.images, torch.Tensor) or self.images.ndim != 4:
+            shape = getattr(self.images, "shape", None)
+            raise MtkitError(f"images must be a 4-D tensor (N, C, H, W), got shape {shape}")
+        if self.images.dtype != torch.float32:
+            raise MtkitError(f"images must be float32, got {self.images.dtype}")
+        self.class_names = [str(c) for c in self.class_names]
+        check_label_tensor(self.labels, len(self.images), self.class_names)
+
+    @classmethod
+    def from_tensors(
+        cls, images, labels=None, class_names=None, name: str = "custom"
+    ) -> ImageDataset:
+        """Check and convert raw arrays into an ImageDataset.
+
+        images: tensor or numpy array of shape (N, H, W) (a channel dim is added) or (N, C, H, W).
+            Integer images (e.g. uint8 0..255) are divided by 255; float images must already be
+            finite and in [0, 1].
+        labels: optional 1-D integer array of shape (N,) with values in [0, num_classes).
+        class_names: optional list of names; defaults to "0", "1", ... up to the largest label.
+        Raises MtkitError saying what was expected and what was got.
+        """
+        images = torch.as_tensor(images)
+        if images.ndim == 3:
+            images = images.unsqueeze(1)
+        if images.ndim != 4:
+            raise MtkitError(
+                f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}"
+            )
+        if len(images) == 0:
+            raise MtkitError("images is empty: a dataset needs at least one example")
+        if images.shape[1] not in (1, 3) and images.shape[-1] in (1, 3):
+            raise MtkitError(
+                f"images of shape {tuple(images.shape)} look channels-last (N, H, W, C); "
+                "expected (N, C, H, W): use images.permute(0, 3, 1, 2)"
+            )
+        images = _to_unit_float(images)
+
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+        label_tensor = None
+        if labels is not None:
+            label_tensor = as_label_tensor(labels, len(images), class_names)
+        if class_names is None:
+            class_names = default_class_names(label_tensor)
+        return cls(images=images, labels=label_tensor, class_names=class_names, name=name)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):
+        """dataset[i] -> (image,) or (image, label), like torch's TensorDataset.
+
+        dataset[slice | list | array | tensor | bool mask] -> a new ImageDataset with those
+        examples (and their labels), keeping class names and name.
+        """
+        if isinstance(index, (int, np.integer)):
+            return tuple(t[index] for t in self.tensors)
+        positions = torch.as_tensor(index_array(index, len(self)))
+        labels = None if self.labels is None else self.labels[positions]
+        return dataclasses.replace(self, images=self.images[positions], labels=labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """(images,) when unlabelled, else (images, labels): the same attribute TensorDataset has,
+        so a training loop can take either."""
+        if self.labels is None:
+            return (self.images,)
+        return (self.images, self.labels)
+
+    def without_labels(self) -> ImageDataset:
+        """A copy with labels=None (the image tensor is shared, not copied)."""
+        return dataclasses.replace(self, labels=None)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageDataset(name={self.name!r}, n={len(self)}, image_shape={self.image_shape}, "
+            f"{labels_repr(self.labels, self.class_names)})"
+        )
+
+
+def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """Integer images 0..255 -> float32 / 255; float images are checked to be finite and in
+    [0, 1]. Returns float32 of the same shape."""
+    if images.dtype == torch.bool or images.is_complex():
+        raise MtkitError(f"images must be integer (0..255) or float (0..1), got {images.dtype}")
+    if not images.is_floating_point():
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise MtkitError(
+                f"integer images must have values in 0..255, got values in {low}..{high}"
+            )
+        return images.to(torch.float32) / 255.0
+    images = images.to(torch.float32)
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        num_nan = int(torch.isnan(images).sum())
+        num_inf = int((~finite).sum()) - num_nan
+        raise MtkitError(
+            f"float images must be finite, got {num_nan} NaN and {num_inf} infinite pixel values"
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        raise MtkitError(
+            f"float images must have values in [0, 1], got values in [{low:g}, {high:g}] "
+            "(divide by 255 if they are 0..255 pixel values)"
+        )
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders.
+
+# name -> (torchvision class name, folder under root where torchvision keeps the files)
+_TORCHVISION_SETS = {
+    "mnist": ("MNIST", "MNIST/raw"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+}
+IMAGE_DATASETS = ("digits", *_TORCHVISION_SETS)
+
+
+def default_data_root() -> Path:
+    """Where downloaded datasets live: $MTKIT_DATA, else ~/.cache/mtkit/data."""
+    return Path(os.environ.get("MTKIT_DATA") or Path.home() / ".cache" / "mtkit" / "data")
+
+
+def load_images(
+    name: str, root: str | os.PathLike | None = None, download: bool = False, train: bool = True
+) -> ImageDataset:
+    """Load a standard image dataset as an ImageDataset.
+
+    name: "digits" (scikit-learn's 1797 8×8 digits, shipped with scikit-learn, no download),
+        "mnist" or "fashion_mnist" (1×28×28) or "cifar10" (3×32×32) via torchvision.
+    root: folder for the torchvision files; default $MTKIT_DATA or ~/.cache/mtkit/data.
+    download: allow torchvision to fetch missing files from the internet.
+    train: the training split (True) or the test split (False); "digits" has a single split.
+    Raises DatasetUnavailable when the files are missing and cannot be downloaded.
+    """
+    check_choice("image dataset", name, IMAGE_DATASETS)
+    if name == "digits":
+        return _load_digits()
+    class_name, subfolder = _TORCHVISION_SETS[name]
+    root = Path(root) if root is not None else default_data_root()
+    # Looked up at call time (not imported by name) so tests can swap in a fake class.
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, class_name)
+    try:
+        raw = dataset_class(root=str(root), train=train, download=download)
+    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...
+        if not download and not isinstance(error, RuntimeError):
+            raise
+        message = _unavailable_message(name, root / subfolder, download, error)
+        raise DatasetUnavailable(message) from error
+
+    images = torch.as_tensor(np.asarray(raw.data))
+    if images.ndim == 4:  # CIFAR keeps (N, H, W, C) uint8; we want (N, C, H, W)
+        images = images.permute(0, 3, 1, 2)
+    return ImageDataset.from_tensors(
+        images, np.asarray(raw.targets), class_names=list(raw.classes), name=name
+    )
+
+
+def _load_digits() -> ImageDataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are 0..16 (counts of set pixels in 4×4 blocks), so /16 maps them to [0, 1].
+    images = digits.images.astype(np.float32) / 16.0
+    class_names = [str(i) for i in range(10)]
+    return ImageDataset.from_tensors(images, digits.target, class_names, name="digits")
+
+
+def _unavailable_message(name: str, folder: Path, download: bool, error: Exception) -> str:
+    what = "could not be downloaded" if download else "are not on disk"
+    return (
+        f"The {name!r} files {what} ({type(error).__name__}: {error}).\n"
+        f"They are expected in: {folder}\n"
+        f"To get them: run load_images({name!r}, download=True) with internet access, "
+        "or copy the files into that folder (set MTKIT_DATA or root= to use another folder).\n"
+        'load_images("digits") works offline with no download.'
+    )

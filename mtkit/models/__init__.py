@@ -1,0 +1,23 @@
+"""Models: autoencoders whose encoders get fine-tuned later, and the classifier that does it."""
+
+from mtkit.models.autoencoders import (
+    AutoencoderConfig,
+    ConvAutoencoder,
+    DenseAutoencoder,
+    DenseAutoencoderConfig,
+    Encoder,
+    VariationalAutoencoder,
+    vae_loss_terms,
+)
+from mtkit.models.classifier import Classifier
+
+__all__ = [
+    "AutoencoderConfig",
+    "Classifier",
+    "ConvAutoencoder",
+    "DenseAutoencoder",
+    "DenseAutoencoderConfig",
+    "Encoder",
+    "VariationalAutoencoder",
+    "vae_loss_terms",
+]

@@ -1,0 +1,83 @@
+"""Figures, so that notebooks stay short. Every function returns the matplotlib Figure."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def show_images(images, labels=None, class_names=None, columns: int = 10, title: str | None = None):
+    """A grid of images.
+
+    images: N×C×H×W tensor in [0, 1] (C is 1 or 3) or an ImageDataset (its labels are used).
+    labels: optional N integer labels written above each image.
+    """
+    if hasattr(images, "images"):
+        dataset = images
+        images = dataset.images
+        labels = dataset.labels if labels is None else labels
+        class_names = class_names or dataset.class_names
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.25 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(_as_picture(images[index]), cmap="gray_r", vmin=0, vmax=1)
+        if labels is not None:
+            label = int(labels[index])
+            axis.set_title(class_names[label] if class_names else str(label), fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+@torch.no_grad()
+def plot_reconstructions(model, images, count: int = 10, title: str | None = None):
+    """Originals (top row) above the model's reconstructions (bottom row).
+
+    images: N×C×H×W tensor or an ImageDataset; the first `count` are shown.
+    """
+    images = images.images if hasattr(images, "images") else images
+    originals = images[:count]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rebuilt = model(originals.to(device)).cpu()
+    model.train(was_training)
+    figure, axes = plt.subplots(2, len(originals), figsize=(1.1 * len(originals), 2.5))
+    axes = np.atleast_2d(axes).reshape(2, -1)
+    for column in range(len(originals)):
+        for row, picture in enumerate((originals[column], rebuilt[column])):
+            axes[row, column].imshow(_as_picture(picture), cmap="gray_r", vmin=0, vmax=1)
+            axes[row, column].axis("off")
+    axes[0, 0].set_title("original", fontsize=8, loc="left")
+    axes[1, 0].set_title("rebuilt", fontsize=8, loc="left")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_label_counts(dataset, title: str | None = None):
+    """Bar chart of how many examples each class has (shows class imbalance at a glance)."""
+    counts = np.bincount(np.asarray(dataset.labels), minlength=dataset.num_classes)
+    figure, axis = plt.subplots(figsize=(max(3.0, 0.5 * len(counts) + 1), 2.6))
+    axis.bar(range(len(counts)), counts, color="#4C72B0")
+    axis.set_xticks(range(len(counts)), dataset.class_names)
+    axis.set_ylabel("examples")
+    axis.set_title(title or f"{dataset.name}: {len(dataset)} examples")
+    figure.tight_layout()
+    return figure
+
+
+def _as_picture(image: torch.Tensor) -> np.ndarray:
+    """C×H×W tensor → H×W (grey) or H×W×3 (colour) array for imshow."""
+    array = image.detach().cpu().numpy()
+    return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
