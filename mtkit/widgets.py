@@ -207,18 +207,28 @@ class HyperparameterPanel:
         self.output.clear_output()
         self.plot.clear_output()
         started = time.monotonic()
+        failure = None
         try:
+            # Inside a kernel, `with output:` swallows exceptions (it shows them in the widget),
+            # so they are caught within the block to reach the panel's message or the caller.
             with self.output:
-                self.result = fn(self.config, [LiveLossPlot(self.plot)])
-        except (MtkitError, ValueError) as error:
-            self.error = str(error)
+                try:
+                    self.result = fn(self.config, [LiveLossPlot(self.plot)])
+                except Exception as error:  # re-raised below unless it is bad input
+                    failure = error
+        finally:
+            self.run_button.disabled = False
+        if isinstance(failure, ValueError):  # MtkitError is a ValueError
+            self.error = str(failure)
+            reason = _escape(failure)
             self.message.value = (
-                f'<div style="color:#b00020">⚠ Cannot run with these values: {_escape(error)}</div>'
+                f'<div style="color:#b00020">⚠ Cannot run with these values: {reason}</div>'
             )
             self.status.value = ""
             return None
-        finally:
-            self.run_button.disabled = False
+        if failure is not None:
+            self.status.value = ""
+            raise failure
         self.status.value = f"done in {time.monotonic() - started:.1f} s"
         return self.result
 
