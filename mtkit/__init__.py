@@ -1,6 +1,6 @@
 """mtkit: multi-stage training for learners. `import mtkit as mt` gives the whole public API."""
 
-from mtkit import plots
+from mtkit import evaluate, plots
 from mtkit.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -26,6 +26,7 @@ from mtkit.models import (
     DenseAutoencoder,
     DenseAutoencoderConfig,
     VariationalAutoencoder,
+    build_autoencoder,
 )
 from mtkit.pretrain import add_noise, pretrain_autoencoder, reconstruction_error
 from mtkit.train import (
@@ -43,6 +44,8 @@ from mtkit.widgets import HyperparameterPanel, hyperparameter
 __version__ = "0.1.0"
 
 __all__ = [
+    "build_autoencoder",
+    "evaluate",
     "AutoencoderConfig",
     "Classifier",
     "ConvAutoencoder",

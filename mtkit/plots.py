@@ -81,3 +81,58 @@ def _as_picture(image: torch.Tensor) -> np.ndarray:
     """C×H×W tensor → H×W (grey) or H×W×3 (colour) array for imshow."""
     array = image.detach().cpu().numpy()
     return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
+
+
+def plot_embedding_map(codes, labels, class_names=None, method: str = "pca", ax=None, title=None):
+    """Scatter the codes in 2-D (PCA or t-SNE), coloured by class.
+
+    codes: N×D array of features; labels: N integers (used only for colour, never for the map).
+    Returns the Figure.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    codes = np.asarray(codes)
+    if method == "pca":
+        points = PCA(n_components=2, random_state=0).fit_transform(codes)
+    elif method == "tsne":
+        perplexity = min(30.0, (len(codes) - 1) / 3)
+        points = TSNE(n_components=2, perplexity=perplexity, random_state=0).fit_transform(codes)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose 'pca' or 'tsne'")
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(4.2, 3.8))
+    else:
+        figure = ax.figure
+    labels = np.asarray(labels)
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=8, alpha=0.8)
+    if class_names is not None and len(class_names) <= 10:
+        handles = scatter.legend_elements()[0]
+        names = [class_names[i] for i in np.unique(labels)]
+        ax.legend(handles, names, fontsize=7, markerscale=0.7, loc="best", frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or method.upper(), fontsize=10)
+    return figure
+
+
+def plot_mean_with_spread(results: dict, ylabel: str, title: str | None = None, ax=None):
+    """Bars of the mean with error bars of the standard deviation, one bar per entry.
+
+    results: {name: list of values (one per seed)}. Returns the Figure.
+    """
+    names = list(results)
+    means = [float(np.mean(results[name])) for name in names]
+    spreads = [float(np.std(results[name])) for name in names]
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(1.3 * len(names) + 1.5, 2.8))
+    else:
+        figure = ax.figure
+    ax.bar(names, means, yerr=spreads, capsize=4, color="#4C72B0", alpha=0.85)
+    for index, values in enumerate(results.values()):
+        ax.scatter([index] * len(values), values, color="black", s=10, zorder=3)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -228,19 +228,19 @@ class VariationalAutoencoder(_Autoencoder):
         return self.decode((1 - weights) * means[0] + weights * means[1])
 
 
-def vae_loss_terms(
-    reconstruction, targets, mean, log_variance
-) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_loss_terms(reconstruction, targets, mean, log_variance):
     """The two terms of the VAE loss, each averaged over the batch.
 
-    reconstruction, targets: N×C×H×W; mean, log_variance: N×latent_size.
-    Returns (squared error summed over pixels, KL(N(mean, exp(log_variance)) ‖ N(0, I)) summed over
-    latent dimensions), both as per-image means.
+    reconstruction, targets: N×C×H×W in [0, 1]; mean, log_variance: N×latent_size.
+    Returns (binary cross-entropy summed over pixels, KL(N(mean, exp(log_variance)) ‖ N(0, I))
+    summed over latent dimensions), both per-image means. Cross-entropy (a Bernoulli decoder)
+    rather than squared error: on [0, 1] pixels squared error is so small that the KL term would
+    win and every code would collapse onto the prior.
     """
     count = len(targets)
-    squared_error = (reconstruction - targets).pow(2).sum() / count
+    cross_entropy = F.binary_cross_entropy(reconstruction, targets, reduction="sum") / count
     kl = -0.5 * (1 + log_variance - mean.pow(2) - log_variance.exp()).sum() / count
-    return squared_error, kl
+    return cross_entropy, kl
 
 
 def _dense_block(width_in: int, width_out: int) -> nn.Sequential:
@@ -261,3 +261,17 @@ def _dense_decoder(config: AutoencoderConfig) -> nn.Sequential:
 
 def _has_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
+
+
+AUTOENCODERS = {
+    "dense": DenseAutoencoder,
+    "conv": ConvAutoencoder,
+    "vae": VariationalAutoencoder,
+}
+
+
+def build_autoencoder(kind: str, **config) -> _Autoencoder:
+    """`build_autoencoder("conv", input_shape=(1, 8, 8), latent_size=16)`: one name per model."""
+    if kind not in AUTOENCODERS:
+        raise MtkitError(f"unknown autoencoder {kind!r}; choose one of {list(AUTOENCODERS)}")
+    return AUTOENCODERS[kind](**config)

@@ -62,8 +62,8 @@ def test_vae_loss_terms_on_a_tiny_example():
     targets = torch.tensor([[[[0.0, 1.0]]]])
     mean = torch.tensor([[1.0, 0.0]])
     log_variance = torch.tensor([[0.0, math.log(2.0)]])
-    squared_error, kl = vae_loss_terms(reconstruction, targets, mean, log_variance)
-    assert squared_error.item() == pytest.approx(0.25)
+    cross_entropy, kl = vae_loss_terms(reconstruction, targets, mean, log_variance)
+    assert cross_entropy.item() == pytest.approx(math.log(2.0))  # only the 0.5-vs-0 pixel costs
     # KL(N(1, 1) ‖ N(0, 1)) = 0.5; KL(N(0, 2) ‖ N(0, 1)) = 0.5 (2 - 1 - ln 2)
     assert kl.item() == pytest.approx(0.5 + 0.5 * (2 - 1 - math.log(2.0)))
 
@@ -91,3 +91,11 @@ def test_vae_samples_and_interpolates():
     assert path.shape == (5, 1, 8, 8)
     assert torch.allclose(path[0], model(images[:1])[0], atol=1e-6)
     assert torch.allclose(path[-1], model(images[1:])[0], atol=1e-6)
+
+
+def test_build_autoencoder_by_name():
+    from mtkit.models import build_autoencoder
+
+    assert isinstance(build_autoencoder("conv", latent_size=3), ConvAutoencoder)
+    with pytest.raises(MtkitError, match="unknown autoencoder 'rbm'"):
+        build_autoencoder("rbm")
