@@ -12,8 +12,24 @@ from mtkit.models.autoencoders import (
     vae_loss_terms,
 )
 from mtkit.models.classifier import Classifier
+from mtkit.models.text import (
+    BagOfWordsAutoencoder,
+    BagOfWordsConfig,
+    MaskedTokenModel,
+    TextEncoder,
+    TextEncoderConfig,
+    mask_tokens,
+    masked_token_loss,
+)
 
 __all__ = [
+    "BagOfWordsAutoencoder",
+    "BagOfWordsConfig",
+    "MaskedTokenModel",
+    "TextEncoder",
+    "TextEncoderConfig",
+    "mask_tokens",
+    "masked_token_loss",
     "AUTOENCODERS",
     "build_autoencoder",
     "AutoencoderConfig",

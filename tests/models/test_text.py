@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from mtkit.models import Classifier
+from mtkit.models.text import (
+    BagOfWordsAutoencoder,
+    MaskedTokenModel,
+    TextEncoder,
+    mask_tokens,
+    masked_token_loss,
+)
+from mtkit.utils import MtkitError
+
+VOCAB = 50
+
+
+def _ids(count=8, length=12, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(7, VOCAB, (count, length), generator=generator)
+    ids[:, 0] = 3  # <cls>
+    ids[:, length // 2 :] = torch.where(
+        torch.arange(count)[:, None] % 2 == 0, 0, ids[:, length // 2 :]
+    )
+    return ids
+
+
+def test_encoder_shapes_and_pooling():
+    for pooling in ("mean", "cls"):
+        encoder = TextEncoder(
+            vocab_size=VOCAB, max_length=16, width=32, depth=2, heads=4, pooling=pooling
+        )
+        hidden, padding = encoder.sequence(_ids())
+        assert hidden.shape == (8, 12, 32) and padding.shape == (8, 12)
+        assert encoder(_ids()).shape == (8, 32)
+        assert encoder.output_size == 32
+
+
+def test_padding_does_not_change_the_pooled_features():
+    torch.manual_seed(0)
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, heads=2, dropout=0.0).eval()
+    short = torch.tensor([[3, 10, 11, 12]])
+    padded = torch.tensor([[3, 10, 11, 12, 0, 0, 0]])
+    assert torch.allclose(encoder(short), encoder(padded), atol=1e-5)
+
+
+def test_layer_groups_and_classifier():
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, depth=3, heads=2)
+    names = [name for name, _ in encoder.layer_groups()]
+    assert names == ["embeddings", "block0", "block1", "block2", "final_norm"]
+    classifier = Classifier(encoder, num_classes=3)
+    assert classifier(_ids()).shape == (8, 3)
+    assert [n for n, _ in classifier.layer_groups()][-1] == "head"
+
+
+def test_bad_inputs_and_configs():
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=8, width=16, heads=2)
+    with pytest.raises(MtkitError, match="longer than max_length=8"):
+        encoder(torch.zeros(2, 9, dtype=torch.long))
+    with pytest.raises(MtkitError, match="another tokenizer"):
+        encoder(torch.full((2, 4), VOCAB))
+    with pytest.raises(MtkitError, match="int64"):
+        encoder(torch.zeros(2, 4))
+    with pytest.raises(MtkitError, match="divisible"):
+        TextEncoder(width=30, heads=4)
+    with pytest.raises(MtkitError, match="pooling"):
+        TextEncoder(pooling="max")
+
+
+def test_masking_follows_the_80_10_10_rule_and_spares_specials():
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(7, 1000, (400, 64), generator=generator)
+    ids[:, 0] = 3
+    ids[:, 50:] = 0
+    inputs, targets = mask_tokens(ids, mask_id=2, vocab_size=1000, rate=0.15, generator=generator)
+    chosen = targets != -100
+    assert not chosen[:, 0].any() and not chosen[:, 50:].any()
+    assert torch.equal(targets[chosen], ids[chosen])
+    assert chosen[:, 1:50].float().mean().item() == pytest.approx(0.15, abs=0.01)
+    masked = (inputs[chosen] == 2).float().mean().item()
+    unchanged = (inputs[chosen] == ids[chosen]).float().mean().item()
+    assert masked == pytest.approx(0.8, abs=0.02)
+    assert unchanged == pytest.approx(0.1, abs=0.02)
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    assert inputs.min() >= 0 and (inputs[chosen & (inputs != 2)] >= 7).all()
+
+
+def test_loss_ignores_unchosen_positions():
+    logits = torch.randn(2, 5, VOCAB)
+    targets = torch.full((2, 5), -100)
+    targets[0, 1] = 7
+    changed = logits.clone()
+    changed[:, [0, 2, 3, 4]] += 10 * torch.randn(2, 4, VOCAB)
+    changed[1] += 5
+    assert masked_token_loss(logits, targets) == pytest.approx(
+        masked_token_loss(changed, targets).item()
+    )
+
+
+def test_masked_token_model_ties_output_to_embeddings():
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, heads=2)
+    model = MaskedTokenModel(encoder)
+    assert model(_ids()).shape == (8, 12, VOCAB)
+    token_vectors = encoder.embeddings.token.weight
+    assert sum(p is token_vectors for p in model.parameters()) == 1  # one shared tensor
+
+
+def test_masking_rejects_bad_rates():
+    with pytest.raises(MtkitError, match="fraction"):
+        mask_tokens(_ids(), mask_id=2, vocab_size=VOCAB, rate=0.0)
+
+
+def test_bag_of_words_autoencoder():
+    model = BagOfWordsAutoencoder(vocab_size=VOCAB, hidden_size=16, latent_size=4)
+    ids = _ids()
+    bag = model.bag(ids)
+    assert bag.shape == (8, VOCAB) and bag[:, :4].sum() == 0
+    assert bag[0, ids[0, 1]] == 1.0
+    assert model.encoder(ids).shape == (8, 4)
+    assert model.training_loss(ids).item() > 0
+    assert Classifier(model.encoder, num_classes=3)(ids).shape == (8, 3)
+    with pytest.raises(MtkitError, match="latent_size"):
+        BagOfWordsAutoencoder(latent_size=0)
