@@ -28,7 +28,16 @@ from mtkit.models import (
     VariationalAutoencoder,
     build_autoencoder,
 )
-from mtkit.pretrain import add_noise, pretrain_autoencoder, reconstruction_error
+from mtkit.pretrain import (
+    PretrainedText,
+    TextPretrainConfig,
+    add_noise,
+    pretrain_autoencoder,
+    pretrain_bag_of_words,
+    pretrain_masked_tokens,
+    pretrained_text_encoder,
+    reconstruction_error,
+)
 from mtkit.train import (
     Callback,
     Checkpoint,
@@ -44,6 +53,11 @@ from mtkit.widgets import HyperparameterPanel, hyperparameter
 __version__ = "0.1.0"
 
 __all__ = [
+    "PretrainedText",
+    "TextPretrainConfig",
+    "pretrain_bag_of_words",
+    "pretrain_masked_tokens",
+    "pretrained_text_encoder",
     "build_autoencoder",
     "evaluate",
     "AutoencoderConfig",

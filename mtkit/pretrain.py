@@ -7,12 +7,14 @@ than single pixels. Noise is an option of the pretraining call, not a different 
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mtkit.train import History, fit
-from mtkit.utils import MtkitError, check_choice, check_positive
+from mtkit.utils import MtkitError, check_choice, check_positive, seed_everything
 
 NOISE_TYPES = ("none", "gaussian", "masking")
 
@@ -117,3 +119,167 @@ def _images_only(images) -> tuple[torch.Tensor]:
     if tensor.dim() != 4 or len(tensor) == 0:
         raise MtkitError(f"expected a non-empty N×C×H×W image tensor, got {tuple(tensor.shape)}")
     return (tensor,)
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+
+def pretrain_masked_tokens(
+    model,
+    token_ids: torch.Tensor,
+    *,
+    mask_rate: float = 0.15,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    val_ids: torch.Tensor | None = None,
+    **fit_options,
+) -> History:
+    """Masked-token pretraining (BERT): hide `mask_rate` of the tokens, learn to restore them.
+
+    model: a `MaskedTokenModel`. token_ids: N×L int64 from `Tokenizer.encode` (labels, if any,
+    are never used). Validation, if given, masks with a fixed seed so its loss is comparable
+    between epochs. Extra keyword arguments go to `mtkit.fit`. Returns the History, whose
+    records include `train_accuracy`/`val_accuracy`: how often a hidden token was guessed.
+    """
+    from mtkit.models.text import mask_tokens, masked_token_loss
+
+    if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long:
+        raise MtkitError("token_ids must be an N×L int64 tensor from Tokenizer.encode")
+    config = model.encoder.config
+
+    def corrupt(ids, generator=None):
+        # 2 is the Tokenizer's fixed id for <mask>.
+        return mask_tokens(
+            ids, mask_id=2, vocab_size=config.vocab_size, rate=mask_rate, generator=generator
+        )
+
+    def loss_fn(model, batch):
+        # Training batches are (ids,) and get fresh masks every time; validation batches arrive
+        # already masked, once, so validation losses compare between epochs.
+        inputs, targets = batch if len(batch) == 2 else corrupt(batch[0])
+        logits = model(inputs)
+        chosen = targets != -100
+        accuracy = (logits.argmax(-1)[chosen] == targets[chosen]).float().mean()
+        return masked_token_loss(logits, targets), {"accuracy": accuracy}
+
+    val = None
+    if val_ids is not None:
+        val = corrupt(val_ids, torch.Generator().manual_seed(0))
+    return fit(
+        model,
+        loss_fn,
+        (token_ids,),
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        val_data=val,
+        **fit_options,
+    )
+
+
+def pretrain_bag_of_words(
+    model,
+    token_ids: torch.Tensor,
+    *,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    val_ids: torch.Tensor | None = None,
+    **fit_options,
+) -> History:
+    """Train a `BagOfWordsAutoencoder` to rebuild which words each text contains."""
+    val = None if val_ids is None else (val_ids,)
+    return fit(
+        model,
+        lambda model, batch: model.training_loss(batch[0]),
+        (token_ids,),
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        val_data=val,
+        **fit_options,
+    )
+
+
+@dataclass
+class TextPretrainConfig:
+    """Everything that determines a pretrained text encoder (and so its cache entry)."""
+
+    vocab_size: int = 8000
+    max_length: int = 48
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    mask_rate: float = 0.15
+    epochs: int = 4
+    lr: float = 2e-3
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class PretrainedText:
+    """What `pretrained_text_encoder` returns."""
+
+    encoder: nn.Module  # a TextEncoder
+    tokenizer: object  # the Tokenizer whose ids the encoder understands
+    history: list[dict]  # per-epoch records of the pretraining run
+    from_cache: bool
+
+
+def pretrained_text_encoder(
+    texts, config: TextPretrainConfig | None = None, *, cache=None, progress: bool = True
+) -> PretrainedText:
+    """A TextEncoder pretrained with masked tokens on `texts`, cached on disk.
+
+    texts: the unlabelled training texts (list of str, or a TextDataset). Never pass test texts.
+    The cache entry is keyed by the config, the exact texts and the mtkit version; set
+    `cache=False` to always train, or a folder to use instead of ~/.cache/mtkit.
+    """
+    from mtkit.cache import cache_dir, cache_key, fingerprint, load_or_build
+    from mtkit.data.tokenizer import Tokenizer
+    from mtkit.models.text import MaskedTokenModel, TextEncoder
+
+    config = config or TextPretrainConfig()
+    texts = list(texts.texts if hasattr(texts, "texts") else texts)
+    if not texts:
+        raise MtkitError("pretrained_text_encoder needs at least one text")
+
+    def encoder_for(tokenizer):
+        return TextEncoder(
+            vocab_size=tokenizer.vocab_size,
+            max_length=config.max_length,
+            width=config.width,
+            depth=config.depth,
+            heads=config.heads,
+        )
+
+    def build():
+        seed_everything(config.seed)
+        tokenizer = Tokenizer.fit(texts, max_vocab=config.vocab_size)
+        model = MaskedTokenModel(encoder_for(tokenizer))
+        history = pretrain_masked_tokens(
+            model,
+            tokenizer.encode(texts, max_length=config.max_length),
+            mask_rate=config.mask_rate,
+            epochs=config.epochs,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            progress=progress,
+            seed=config.seed,
+        )
+        metadata = {"tokenizer": tokenizer.to_dict(), "history": history.records}
+        return model.encoder.state_dict(), metadata
+
+    if cache is False:
+        state_dict, metadata = build()
+        from_cache = False
+    else:
+        key = cache_key(config=asdict(config), texts=fingerprint(texts), kind="masked_tokens")
+        path = cache_dir(cache) / f"text-encoder-{key}.pt"
+        state_dict, metadata, from_cache = load_or_build(path, key, build)
+    tokenizer = Tokenizer.from_dict(metadata["tokenizer"])
+    encoder = encoder_for(tokenizer)
+    encoder.load_state_dict(state_dict)
+    return PretrainedText(encoder, tokenizer, metadata["history"], from_cache)

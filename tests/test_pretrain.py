@@ -67,3 +67,55 @@ def test_pretraining_never_needs_labels():
     assert len(history) == 1
     with pytest.raises(MtkitError, match="ImageDataset"):
         mt.pretrain_autoencoder(model, [1, 2, 3], epochs=1)
+
+
+TOY_TEXTS = [
+    f"the {animal} {verb} the {thing}"
+    for animal in ("cat", "dog", "bird")
+    for verb in ("sees", "likes", "wants")
+    for thing in ("ball", "food", "tree")
+] * 4
+
+
+def test_masked_token_pretraining_learns_a_toy_language():
+    from mtkit.models.text import MaskedTokenModel, TextEncoder
+
+    tokenizer = mt.Tokenizer.fit(TOY_TEXTS, min_freq=1)
+    ids = tokenizer.encode(TOY_TEXTS, max_length=8)
+    mt.seed_everything(0)
+    encoder = TextEncoder(vocab_size=tokenizer.vocab_size, max_length=8, width=32, heads=2)
+    history = mt.pretrain_masked_tokens(
+        MaskedTokenModel(encoder),
+        ids,
+        mask_rate=0.3,
+        epochs=30,
+        lr=3e-3,
+        batch_size=36,
+        val_ids=ids,
+        progress=False,
+        device="cpu",
+    )
+    assert history["val_loss"][-1] < 0.5 * history["val_loss"][0]
+    assert history["val_accuracy"][-1] > 0.5
+
+
+def test_pretrained_text_encoder_is_cached_by_config(tmp_path):
+    config = mt.TextPretrainConfig(
+        vocab_size=100, max_length=8, width=16, heads=2, epochs=1, batch_size=16
+    )
+    first = mt.pretrained_text_encoder(TOY_TEXTS, config, cache=tmp_path, progress=False)
+    again = mt.pretrained_text_encoder(TOY_TEXTS, config, cache=tmp_path, progress=False)
+    assert not first.from_cache and again.from_cache
+    ids = first.tokenizer.encode(TOY_TEXTS[:3], max_length=8)
+    first.encoder.eval(), again.encoder.eval()
+    assert torch.equal(first.encoder(ids), again.encoder(ids))
+    other = mt.pretrained_text_encoder(
+        TOY_TEXTS,
+        mt.TextPretrainConfig(**{**config.__dict__, "seed": 1}),
+        cache=tmp_path,
+        progress=False,
+    )
+    assert not other.from_cache
+    assert len(list(tmp_path.glob("text-encoder-*.pt"))) == 2
+    with pytest.raises(MtkitError, match="at least one text"):
+        mt.pretrained_text_encoder([], config, cache=tmp_path)

@@ -137,6 +137,12 @@ class TextDataset:
         """A copy with labels=None (texts and confidence are shared, not copied)."""
         return dataclasses.replace(self, labels=None)
 
+    def tensors_for(self, tokenizer, max_length: int = 48) -> tuple[torch.Tensor, ...]:
+        """Token ids (N×max_length int64), with the labels if there are any: the `(ids, labels)`
+        or `(ids,)` tuple that `fit`, `fine_tune` and `pretrain_masked_tokens` take."""
+        ids = tokenizer.encode(self.texts, max_length=max_length)
+        return (ids,) if self.labels is None else (ids, self.labels)
+
     def __repr__(self) -> str:
         return (
             f"TextDataset(name={self.name!r}, n={len(self)}, "
