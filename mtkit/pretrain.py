@@ -222,10 +222,15 @@ class TextPretrainConfig:
 class PretrainedText:
     """What `pretrained_text_encoder` returns."""
 
-    encoder: nn.Module  # a TextEncoder
+    model: nn.Module  # the MaskedTokenModel (encoder + the head that guesses hidden words)
     tokenizer: object  # the Tokenizer whose ids the encoder understands
     history: list[dict]  # per-epoch records of the pretraining run
     from_cache: bool
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The pretrained TextEncoder: the part that fine-tuning keeps."""
+        return self.model.encoder
 
 
 def pretrained_text_encoder(
@@ -270,7 +275,7 @@ def pretrained_text_encoder(
             seed=config.seed,
         )
         metadata = {"tokenizer": tokenizer.to_dict(), "history": history.records}
-        return model.encoder.state_dict(), metadata
+        return model.state_dict(), metadata
 
     if cache is False:
         state_dict, metadata = build()
@@ -280,6 +285,41 @@ def pretrained_text_encoder(
         path = cache_dir(cache) / f"text-encoder-{key}.pt"
         state_dict, metadata, from_cache = load_or_build(path, key, build)
     tokenizer = Tokenizer.from_dict(metadata["tokenizer"])
-    encoder = encoder_for(tokenizer)
-    encoder.load_state_dict(state_dict)
-    return PretrainedText(encoder, tokenizer, metadata["history"], from_cache)
+    model = MaskedTokenModel(encoder_for(tokenizer))
+    model.load_state_dict(state_dict)
+    return PretrainedText(model, tokenizer, metadata["history"], from_cache)
+
+
+@torch.no_grad()
+def fill_masks(model, tokenizer, text: str, top_k: int = 5, max_length: int = 48):
+    """The model's guesses for every `<mask>` in `text`, e.g. "i <mask> this flight".
+
+    Returns one list per `<mask>`, each of `top_k` (word, probability) pairs, best first.
+    """
+    check_positive("top_k", top_k, integer=True)
+    pieces = text.split("<mask>")
+    tokens = []
+    for index, piece in enumerate(pieces):
+        tokens += tokenizer.tokenize(piece)
+        if index < len(pieces) - 1:
+            tokens.append("<mask>")
+    token_ids = [tokenizer.cls_id] + [
+        tokenizer.token_to_id.get(t, tokenizer.unk_id) for t in tokens
+    ]
+    ids = torch.tensor([token_ids[:max_length]])
+    positions = (ids[0] == tokenizer.mask_id).nonzero().flatten()
+    if len(positions) == 0:
+        raise MtkitError(f"no <mask> in {text!r}: write <mask> where a word should be guessed")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probabilities = torch.softmax(model(ids.to(device))[0, positions], dim=-1).cpu()
+    model.train(was_training)
+    guesses = []
+    for row in probabilities:
+        row[: len(("<pad>", "<unk>", "<mask>", "<cls>"))] = 0  # never suggest a special token
+        top = row.topk(top_k)
+        guesses.append(
+            [(tokenizer.tokens[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+        )
+    return guesses

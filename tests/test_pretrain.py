@@ -119,3 +119,30 @@ def test_pretrained_text_encoder_is_cached_by_config(tmp_path):
     assert len(list(tmp_path.glob("text-encoder-*.pt"))) == 2
     with pytest.raises(MtkitError, match="at least one text"):
         mt.pretrained_text_encoder([], config, cache=tmp_path)
+
+
+def test_fill_masks_guesses_the_toy_words():
+    from mtkit.models.text import MaskedTokenModel, TextEncoder
+    from mtkit.pretrain import fill_masks
+
+    tokenizer = mt.Tokenizer.fit(TOY_TEXTS, min_freq=1)
+    mt.seed_everything(0)
+    model = MaskedTokenModel(
+        TextEncoder(vocab_size=tokenizer.vocab_size, max_length=8, width=32, heads=2)
+    )
+    mt.pretrain_masked_tokens(
+        model,
+        tokenizer.encode(TOY_TEXTS, max_length=8),
+        mask_rate=0.3,
+        epochs=30,
+        lr=3e-3,
+        batch_size=36,
+        progress=False,
+        device="cpu",
+    )
+    guesses = fill_masks(model, tokenizer, "the <mask> sees the ball", top_k=3)
+    assert len(guesses) == 1 and len(guesses[0]) == 3
+    assert guesses[0][0][0] in {"cat", "dog", "bird"}
+    assert all(not word.startswith("<") for word, _ in guesses[0])
+    with pytest.raises(MtkitError, match="no <mask>"):
+        fill_masks(model, tokenizer, "the cat sees the ball")
