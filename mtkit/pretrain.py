@@ -142,7 +142,7 @@ def pretrain_masked_tokens(
     between epochs. Extra keyword arguments go to `mtkit.fit`. Returns the History, whose
     records include `train_accuracy`/`val_accuracy`: how often a hidden token was guessed.
     """
-    from mtkit.models.text import mask_tokens, masked_token_loss
+    from mtkit.models.text import mask_tokens
 
     if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long:
         raise MtkitError("token_ids must be an N×L int64 tensor from Tokenizer.encode")
@@ -158,10 +158,8 @@ def pretrain_masked_tokens(
         # Training batches are (ids,) and get fresh masks every time; validation batches arrive
         # already masked, once, so validation losses compare between epochs.
         inputs, targets = batch if len(batch) == 2 else corrupt(batch[0])
-        logits = model(inputs)
-        chosen = targets != -100
-        accuracy = (logits.argmax(-1)[chosen] == targets[chosen]).float().mean()
-        return masked_token_loss(logits, targets), {"accuracy": accuracy}
+        loss, accuracy = model.loss(inputs, targets)
+        return loss, {"accuracy": accuracy}
 
     val = None
     if val_ids is not None:

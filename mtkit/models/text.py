@@ -164,6 +164,15 @@ class TokenEmbeddings(nn.Module):
         self.token = nn.Embedding(config.vocab_size, config.width, padding_idx=config.pad_id)
         self.position = nn.Embedding(config.max_length, config.width)
         self.dropout = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Small vectors (BERT's 0.02), not PyTorch's N(0, 1): the output layer reuses these
+        # vectors, and unit-size ones would start it with huge, overconfident logits.
+        nn.init.normal_(self.token.weight, std=0.02)
+        nn.init.normal_(self.position.weight, std=0.02)
+        with torch.no_grad():
+            self.token.weight[self.token.padding_idx].zero_()
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(token_ids.shape[1], device=token_ids.device)
@@ -186,9 +195,29 @@ class MaskedTokenModel(nn.Module):
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         hidden, _ = self.encoder.sequence(token_ids)
-        return F.linear(
-            self.transform(hidden), self.encoder.embeddings.token.weight, self.output_bias
-        )
+        return self.word_logits(hidden)
+
+    def word_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """...×width hidden states → ...×vocab_size logits."""
+        token_vectors = self.encoder.embeddings.token.weight  # V×width, shared with the input
+        return F.linear(self.transform(hidden), token_vectors, self.output_bias)
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor):
+        """Masked-token loss and accuracy (both scalars) for corrupted `inputs` (N×L) and
+        `targets` (N×L, -100 where nothing was hidden).
+
+        Only the hidden positions go through the output layer: with an 8k vocabulary that layer
+        is most of the work, and the other 85% of positions would be thrown away anyway.
+        """
+        hidden, _ = self.encoder.sequence(inputs)
+        chosen = targets != -100
+        if not chosen.any():
+            zero = hidden.sum() * 0.0  # keeps the graph, so backward() still works
+            return zero, torch.zeros((), device=hidden.device)
+        logits = self.word_logits(hidden[chosen])
+        wanted = targets[chosen]
+        accuracy = (logits.argmax(-1) == wanted).float().mean()
+        return F.cross_entropy(logits, wanted), accuracy
 
 
 def mask_tokens(

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -120,3 +122,22 @@ def test_bag_of_words_autoencoder():
     assert Classifier(model.encoder, num_classes=3)(ids).shape == (8, 3)
     with pytest.raises(MtkitError, match="latent_size"):
         BagOfWordsAutoencoder(latent_size=0)
+
+
+def test_loss_on_chosen_positions_matches_the_full_logits():
+    torch.manual_seed(0)
+    model = MaskedTokenModel(TextEncoder(vocab_size=VOCAB, max_length=16, width=16, heads=2))
+    model.eval()
+    ids = _ids()
+    inputs, targets = mask_tokens(ids, mask_id=2, vocab_size=VOCAB, rate=0.3)
+    loss, accuracy = model.loss(inputs, targets)
+    assert loss.item() == pytest.approx(masked_token_loss(model(inputs), targets).item(), rel=1e-5)
+    assert 0.0 <= accuracy.item() <= 1.0
+
+
+def test_fresh_model_starts_near_the_uniform_guess():
+    torch.manual_seed(0)
+    model = MaskedTokenModel(TextEncoder(vocab_size=1000, max_length=16, width=64, heads=4))
+    ids = torch.randint(7, 1000, (16, 12))
+    loss, _ = model.loss(*mask_tokens(ids, mask_id=2, vocab_size=1000, rate=0.5))
+    assert loss.item() == pytest.approx(math.log(1000), rel=0.1)
