@@ -21,10 +21,10 @@ from mtkit.utils import MtkitError, check_positive
 def embed(encoder: nn.Module, inputs, batch_size: int = 1024) -> np.ndarray:
     """Run a frozen encoder over every input: N×... → N×feature_size NumPy array.
 
-    inputs: a tensor, or a dataset (its first tensor is used; labels are never needed).
+    inputs: a tensor, an (inputs, labels) tuple, or an image dataset (labels are never used).
     """
     check_positive("batch_size", batch_size, integer=True)
-    tensor = inputs if isinstance(inputs, torch.Tensor) else inputs.tensors[0]
+    tensor = _inputs_and_labels(inputs, need_labels=False)[0]
     if len(tensor) == 0:
         raise MtkitError("nothing to embed: the inputs are empty")
     device = next(encoder.parameters()).device
@@ -41,12 +41,14 @@ def embed(encoder: nn.Module, inputs, batch_size: int = 1024) -> np.ndarray:
 def knn_accuracy(encoder: nn.Module, train, test, neighbours: int = 5) -> float:
     """Accuracy of k-nearest-neighbours on the encoder's standardised features.
 
-    train, test: labelled datasets. Returns a float in [0, 1].
+    train, test: labelled datasets or (inputs, labels) tuples. Returns a float in [0, 1].
     """
     neighbours = min(check_positive("neighbours", neighbours, integer=True), len(train))
     train_codes, test_codes = _standardised(embed(encoder, train), embed(encoder, test))
-    model = KNeighborsClassifier(n_neighbors=neighbours).fit(train_codes, _labels(train))
-    return float(model.score(test_codes, _labels(test)))
+    model = KNeighborsClassifier(n_neighbors=neighbours).fit(
+        train_codes, _inputs_and_labels(train)[1]
+    )
+    return float(model.score(test_codes, _inputs_and_labels(test)[1]))
 
 
 def linear_probe_accuracy(encoder: nn.Module, train, test, regularisation: float = 1.0) -> float:
@@ -57,8 +59,8 @@ def linear_probe_accuracy(encoder: nn.Module, train, test, regularisation: float
     check_positive("regularisation", regularisation)
     train_codes, test_codes = _standardised(embed(encoder, train), embed(encoder, test))
     model = LogisticRegression(C=regularisation, max_iter=2000)
-    model.fit(train_codes, _labels(train))
-    return float(model.score(test_codes, _labels(test)))
+    model.fit(train_codes, _inputs_and_labels(train)[1])
+    return float(model.score(test_codes, _inputs_and_labels(test)[1]))
 
 
 def _standardised(train_codes: np.ndarray, test_codes: np.ndarray):
@@ -66,8 +68,31 @@ def _standardised(train_codes: np.ndarray, test_codes: np.ndarray):
     return scaler.transform(train_codes), scaler.transform(test_codes)
 
 
-def _labels(dataset) -> np.ndarray:
-    labels = getattr(dataset, "labels", None)
-    if labels is None:
+def nearest_neighbours(codes: np.ndarray, queries: np.ndarray, count: int = 3) -> np.ndarray:
+    """Indices of the `count` rows of `codes` (N×D) most similar (cosine) to each query (Q×D).
+
+    Returns a Q×count integer array, most similar first.
+    """
+    check_positive("count", count, integer=True)
+    codes = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
+    queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    return np.argsort(-(queries @ codes.T), axis=1)[:, :count]
+
+
+def _inputs_and_labels(data, need_labels: bool = True):
+    """(inputs tensor, labels array or None) from a tensor, a tuple, or a dataset."""
+    inputs = labels = None
+    if isinstance(data, torch.Tensor):
+        inputs = data
+    elif isinstance(data, (tuple, list)) and data:
+        inputs, labels = data[0], (data[1] if len(data) > 1 else None)
+    elif hasattr(data, "tensors"):
+        inputs, labels = data.tensors[0], getattr(data, "labels", None)
+    if not isinstance(inputs, torch.Tensor):
+        raise MtkitError(
+            f"expected a tensor, an (inputs, labels) tuple or a dataset, got {type(data).__name__}"
+            " (encode texts first: dataset.tensors_for(tokenizer))"
+        )
+    if need_labels and labels is None:
         raise MtkitError("this needs a labelled dataset; the unlabelled pool has no labels")
-    return np.asarray(labels)
+    return inputs, None if labels is None else np.asarray(labels)

@@ -222,7 +222,7 @@ class PretrainedText:
 
     model: nn.Module  # the MaskedTokenModel (encoder + the head that guesses hidden words)
     tokenizer: object  # the Tokenizer whose ids the encoder understands
-    history: list[dict]  # per-epoch records of the pretraining run
+    history: History  # the pretraining run's History (also when read from the cache)
     from_cache: bool
 
     @property
@@ -232,13 +232,19 @@ class PretrainedText:
 
 
 def pretrained_text_encoder(
-    texts, config: TextPretrainConfig | None = None, *, cache=None, progress: bool = True
+    texts,
+    config: TextPretrainConfig | None = None,
+    *,
+    cache=None,
+    progress: bool = True,
+    callbacks=(),
 ) -> PretrainedText:
     """A TextEncoder pretrained with masked tokens on `texts`, cached on disk.
 
     texts: the unlabelled training texts (list of str, or a TextDataset). Never pass test texts.
     The cache entry is keyed by the config, the exact texts and the mtkit version; set
     `cache=False` to always train, or a folder to use instead of ~/.cache/mtkit.
+    `callbacks` go to `fit` when training happens (a cache hit trains nothing).
     """
     from mtkit.cache import cache_dir, cache_key, fingerprint, load_or_build
     from mtkit.data.tokenizer import Tokenizer
@@ -271,8 +277,9 @@ def pretrained_text_encoder(
             batch_size=config.batch_size,
             progress=progress,
             seed=config.seed,
+            callbacks=callbacks,
         )
-        metadata = {"tokenizer": tokenizer.to_dict(), "history": history.records}
+        metadata = {"tokenizer": tokenizer.to_dict(), "history": history.to_dict()}
         return model.state_dict(), metadata
 
     if cache is False:
@@ -285,7 +292,7 @@ def pretrained_text_encoder(
     tokenizer = Tokenizer.from_dict(metadata["tokenizer"])
     model = MaskedTokenModel(encoder_for(tokenizer))
     model.load_state_dict(state_dict)
-    return PretrainedText(model, tokenizer, metadata["history"], from_cache)
+    return PretrainedText(model, tokenizer, History(**metadata["history"]), from_cache)
 
 
 @torch.no_grad()

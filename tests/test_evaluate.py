@@ -54,3 +54,17 @@ def test_probes_need_labels():
         knn_accuracy(Identity(), train.without_labels(), train)
     with pytest.raises(MtkitError, match="empty"):
         embed(Identity(), torch.zeros(0, 1, 2, 2))
+
+
+def test_nearest_neighbours_by_cosine():
+    from mtkit.evaluate import nearest_neighbours
+
+    codes = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [-1.0, 0.0]])
+    assert nearest_neighbours(codes, np.array([[2.0, 0.1]]), count=2).tolist() == [[0, 2]]
+
+
+def test_probes_accept_tuples():
+    train, test = _blobs(40, 0), _blobs(40, 1)
+    assert knn_accuracy(Identity(), train.tensors, test.tensors) == 1.0
+    with pytest.raises(MtkitError, match="encode texts first"):
+        embed(Identity(), ["a text"])
