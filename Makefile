@@ -30,8 +30,11 @@ test: $(STAMP)
 lab: $(STAMP)
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(BIN)/jupyter lab notebooks/
 
+# Rewrites the sections of BENCHMARKS.md (each script owns one section).
 bench: $(STAMP)
-	$(BIN)/python bench/train_loop.py
+	$(BIN)/python bench/train_loop.py --markdown BENCHMARKS.md
+	$(BIN)/python bench/label_efficiency.py --markdown BENCHMARKS.md
+	$(BIN)/python bench/adapters.py --markdown BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

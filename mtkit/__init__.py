@@ -1,6 +1,6 @@
 """mtkit: multi-stage training for learners. `import mtkit as mt` gives the whole public API."""
 
-from mtkit import evaluate, plots
+from mtkit import adapters, evaluate, plots
 from mtkit.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -21,10 +21,13 @@ from mtkit.data import (
 from mtkit.finetune import FineTuneResult, SelfTrainResult, fine_tune, predict, self_train
 from mtkit.models import (
     AutoencoderConfig,
+    BagOfWordsAutoencoder,
     Classifier,
     ConvAutoencoder,
     DenseAutoencoder,
     DenseAutoencoderConfig,
+    MaskedTokenModel,
+    TextEncoder,
     VariationalAutoencoder,
     build_autoencoder,
 )
@@ -53,8 +56,12 @@ from mtkit.widgets import HyperparameterPanel, hyperparameter
 __version__ = "0.1.0"
 
 __all__ = [
+    "adapters",
     "PretrainedText",
     "TextPretrainConfig",
+    "TextEncoder",
+    "BagOfWordsAutoencoder",
+    "MaskedTokenModel",
     "pretrain_bag_of_words",
     "pretrain_masked_tokens",
     "pretrained_text_encoder",

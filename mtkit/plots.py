@@ -136,3 +136,84 @@ def plot_mean_with_spread(results: dict, ylabel: str, title: str | None = None, 
         ax.set_title(title, fontsize=10)
     figure.tight_layout()
     return figure
+
+
+# --- adapters ---
+
+
+def plot_accuracy_vs_trainable(summaries, ax=None, title: str | None = None):
+    """Test accuracy against the percentage of trainable parameters, one point per method.
+
+    summaries: mtkit.adapters.MethodSummary items (from summarize_runs): LoRA ranks and
+    bottleneck sizes are joined by lines and labelled with their size; error bars are the
+    standard deviation over seeds. The x axis is logarithmic. Returns the Figure.
+    """
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(8.5, 4))
+    else:
+        figure = ax.figure
+    styles = {
+        "linear_probe": ("linear probe", "#4C72B0", "s"),
+        "mlp_head": ("frozen encoder + MLP head", "#8172B2", "D"),
+        "lora": ("LoRA (rank)", "#DD8452", "o"),
+        "bottleneck": ("bottleneck adapter (size)", "#55A868", "^"),
+        "full": ("full fine-tuning", "#C44E52", "*"),
+    }
+    for method, (name, color, marker) in styles.items():
+        points = [s for s in summaries if s.method == method]
+        if not points:
+            continue
+        x = [s.percent for s in points]
+        y = [100 * s.mean for s in points]
+        spread = [100 * s.std for s in points]
+        line = "-" if len(points) > 1 else "none"
+        ax.errorbar(
+            x,
+            y,
+            yerr=spread,
+            color=color,
+            marker=marker,
+            linestyle=line,
+            capsize=3,
+            markersize=9 if marker == "*" else 6,
+            label=name,
+        )
+        if method in ("lora", "bottleneck", "mlp_head"):
+            for point, height in zip(points, y, strict=True):
+                ax.annotate(
+                    str(point.size),
+                    (point.percent, height),
+                    textcoords="offset points",
+                    xytext=(4, 5),
+                    fontsize=7,
+                    color=color,
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (% of those the model uses)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_file_sizes(sizes: dict, ax=None, title: str | None = None):
+    """Horizontal bars of file sizes: sizes maps a name to a size in bytes. Returns the Figure."""
+    names = list(sizes)
+    kilobytes = [sizes[name] / 1024 for name in names]
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1))
+    else:
+        figure = ax.figure
+    ax.barh(names, kilobytes, color="#4C72B0")
+    for row, value in enumerate(kilobytes):
+        ax.text(value, row, f" {value:,.1f} KB", va="center", fontsize=8)
+    ax.invert_yaxis()  # the first entry on top, as in the dict
+    ax.set_xlabel("size on disk (KB)")
+    ax.set_xlim(0, max(kilobytes) * 1.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
