@@ -17,6 +17,7 @@ non-test digits; the 500 test images decide nothing but the numbers reported her
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,8 +27,15 @@ from pathlib import Path
 
 import torch
 
-from mtkit.data import load_images
-from mtkit.experiments import default_methods, label_efficiency, summarize
+from mtkit.data import few_labels, load_images
+from mtkit.experiments import (
+    FineTuneMethod,
+    PretrainCache,
+    default_methods,
+    label_efficiency,
+    summarize,
+)
+from mtkit.finetune import STRATEGIES, forgetting, predict
 
 SECTION_TITLE = "## Label efficiency (bench/label_efficiency.py)"
 TEST_SIZE = 500
@@ -61,7 +69,7 @@ def headline(table) -> list[str]:
         return []
     best = max(pretrained, key=pretrained.get)
     lines = [f"- Best pretrained strategy: {best}, {pretrained[best]:.1f}%."]
-    for baseline in ("same classifier from scratch", "logistic regression (pixels)"):
+    for baseline in ("same classifier from scratch", "logistic regression on pixels"):
         if accuracy(baseline) is not None:
             gap = pretrained[best] - accuracy(baseline)
             lines.append(f"- vs {baseline} ({accuracy(baseline):.1f}%): {gap:+.1f} points.")
@@ -75,7 +83,61 @@ def headline(table) -> list[str]:
     return lines
 
 
-def markdown_section(table, args, seconds: float) -> str:
+def forgetting_rows(dataset, seeds, cache: PretrainCache, labels_per_class: int = 10) -> list:
+    """Per strategy (and full fine-tuning with L2-SP): test accuracy and how far fine-tuning
+    moved the encoder, as (name, accuracies, error ratios, weight changes) over seeds.
+
+    The error ratio is the test reconstruction error of (fine-tuned encoder + the pretrained
+    decoder) over that of the pretrained autoencoder: 1.0 means nothing was forgotten.
+    Reuses the cache's autoencoders; the fine-tuning runs are the table's, repeated (seeded).
+    """
+    methods = [FineTuneMethod(strategy) for strategy in STRATEGIES]
+    methods.append(
+        FineTuneMethod("full", options={"l2_sp": 1e-2}, name="pretrained + full + L2-SP (0.01)")
+    )
+    rows = []
+    for method in methods:
+        accuracies, ratios, changes = [], [], []
+        for seed in seeds:
+            split = few_labels(
+                dataset, labels_per_class, test_size=TEST_SIZE, seed=seed, test_seed=0
+            )
+            truth = split.test.labels
+            split = dataclasses.replace(split, test=split.test.without_labels())
+            classifier, _, _ = method.fine_tuned(split, seed, cache)
+            autoencoder, _ = cache.autoencoder(method.pretrain, split, seed)
+            guesses = predict(classifier, split.test.images).argmax(dim=1)
+            accuracies.append(100 * (guesses == truth).float().mean().item())
+            moved = forgetting(autoencoder, classifier, split.test.images)
+            ratios.append(moved.ratio)
+            changes.append(moved.weight_change)
+        rows.append((method.name, accuracies, ratios, changes))
+    return rows
+
+
+def forgetting_markdown(rows, labels_per_class: int = 10) -> list[str]:
+    def mean_std(values, digits):
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+    lines = [
+        f"Forgetting at {labels_per_class} labels per class: test reconstruction error of "
+        "(fine-tuned encoder + pretrained decoder) ÷ that of the pretrained autoencoder "
+        "(1.00 = nothing forgotten), and ‖w − w_pretrained‖ / ‖w_pretrained‖ over the "
+        "encoder's weights.",
+        "",
+        "| method | accuracy (%) | reconstruction error ratio | relative weight change |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, accuracies, ratios, changes in rows:
+        lines.append(
+            f"| {name} | {mean_std(accuracies, 1)} | {mean_std(ratios, 2)} | "
+            f"{mean_std(changes, 3)} |"
+        )
+    return lines
+
+
+def markdown_section(table, args, seconds: float, forgetting_lines=()) -> str:
     seeds = sorted({row.seed for row in table})
     pretrain = [row.pretrain_seconds for row in table if row.pretrain_seconds > 0]
     lines = [
@@ -98,6 +160,8 @@ def markdown_section(table, args, seconds: float) -> str:
         "At 10 labels per class:",
         "",
         *headline(table),
+        "",
+        *forgetting_lines,
         "",
         f"Whole script: {seconds / 60:.1f} minutes on {machine()}.",
     ]
@@ -129,17 +193,23 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    digits, cache = load_images("digits"), PretrainCache()
     table = label_efficiency(
-        load_images("digits"),
+        digits,
         default_methods(),
         labels_per_class=args.labels,
         seeds=range(args.seeds),
         test_size=TEST_SIZE,
         test_seed=0,
+        cache=cache,
         log=print,
     )
+    forgetting_lines = []
+    if 10 in args.labels:
+        print("forgetting at 10 labels per class ...")
+        forgetting_lines = forgetting_markdown(forgetting_rows(digits, range(args.seeds), cache))
     seconds = time.perf_counter() - started
-    section = markdown_section(table, args, seconds)
+    section = markdown_section(table, args, seconds, forgetting_lines)
     print()
     print(section)
     if args.markdown:

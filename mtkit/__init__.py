@@ -1,6 +1,6 @@
 """mtkit: multi-stage training for learners. `import mtkit as mt` gives the whole public API."""
 
-from mtkit import adapters, evaluate, plots
+from mtkit import adapters, evaluate, experiments, plots
 from mtkit.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -18,7 +18,7 @@ from mtkit.data import (
     load_images,
     load_text,
 )
-from mtkit.finetune import FineTuneResult, SelfTrainResult, fine_tune, predict, self_train
+from mtkit.finetune import FineTuneResult, Forgetting, fine_tune, forgetting, predict
 from mtkit.models import (
     AutoencoderConfig,
     BagOfWordsAutoencoder,
@@ -41,6 +41,7 @@ from mtkit.pretrain import (
     pretrained_text_encoder,
     reconstruction_error,
 )
+from mtkit.selftrain import SelfTrainResult, self_train
 from mtkit.train import (
     Callback,
     Checkpoint,
@@ -56,6 +57,9 @@ from mtkit.widgets import HyperparameterPanel, hyperparameter
 __version__ = "0.1.0"
 
 __all__ = [
+    "Forgetting",
+    "experiments",
+    "forgetting",
     "adapters",
     "PretrainedText",
     "TextPretrainConfig",

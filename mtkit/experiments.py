@@ -6,9 +6,10 @@
 
 A *method* is a small object with a `name` and `run(split, seed) -> MethodResult`: it gets a
 `FewLabelSplit` whose test labels are removed, trains on what it is allowed to, and predicts the
-test images. The methods here are what a user would weigh against each other: scikit-learn
-baselines on pixels, the same classifier from scratch, a pretrained encoder with each
-fine-tuning strategy, and pretrained + self-training.
+test images. A `run` that also takes `cache=` gets the call's PretrainCache, so pretrained
+encoders are shared between methods and labels per class. The methods here are what a user
+would weigh against each other: scikit-learn baselines on pixels, the same classifier from
+scratch, a pretrained encoder with each fine-tuning strategy, and pretrained + self-training.
 
 What each method may see (this is what makes the comparison honest):
   labels      only `split.labelled`; `split.validation` for early stopping and model selection.
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import inspect
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -33,9 +36,10 @@ import numpy as np
 import torch
 
 from mtkit.data import FewLabelSplit, few_labels
-from mtkit.finetune import STRATEGIES, count_trainable, fine_tune, predict, self_train
+from mtkit.finetune import STRATEGIES, count_trainable, fine_tune, predict
 from mtkit.models import Classifier, DenseAutoencoder
 from mtkit.pretrain import NOISE_TYPES, pretrain_autoencoder
+from mtkit.selftrain import self_train
 from mtkit.utils import MtkitError, check_choice, check_positive, seed_everything
 
 # ---------------------------------------------------------------------------------------------
@@ -106,9 +110,9 @@ def non_test_images(split: FewLabelSplit) -> torch.Tensor:
 class PretrainCache:
     """Pretrained autoencoders, kept so one `label_efficiency` call trains each only once.
 
-    The key is (spec, seed, which images): splits of one dataset with the same test images but
-    different labels per class share their non-test images, so they share the autoencoder.
-    `seconds_spent` adds up the time spent pretraining (on misses).
+    The key is (spec, seed, the images' bytes): splits of one dataset with the same test
+    images but different labels per class share their non-test images, so they share the
+    autoencoder. `seconds_spent` adds up the time spent pretraining (on misses).
     """
 
     def __init__(self):
@@ -119,15 +123,15 @@ class PretrainCache:
         self, spec: PretrainSpec, split: FewLabelSplit, seed: int
     ) -> tuple[DenseAutoencoder, float]:
         """(the pretrained autoencoder, seconds its pretraining took). Do not modify it."""
-        indices = np.sort(
-            np.concatenate(
-                [split.labelled_indices, split.validation_indices, split.unlabelled_indices]
-            )
+        # In dataset order, so every split with these non-test images gives the same tensor.
+        positions = np.concatenate(
+            [split.labelled_indices, split.validation_indices, split.unlabelled_indices]
         )
-        key = (spec, seed, len(indices), indices.tobytes())
+        images = non_test_images(split)[torch.as_tensor(np.argsort(positions))]
+        key = (spec, seed, hashlib.sha1(images.numpy().tobytes()).hexdigest())
         if key not in self._store:
             started = time.perf_counter()
-            autoencoder = spec.pretrain(non_test_images(split), seed)
+            autoencoder = spec.pretrain(images, seed)
             seconds = time.perf_counter() - started
             self.seconds_spent += seconds
             self._store[key] = (autoencoder, seconds)
@@ -163,7 +167,7 @@ class LogisticRegressionBaseline:
     """scikit-learn's LogisticRegression on raw pixels, fitted on the labelled images only."""
 
     C: float = 1.0
-    name: str = "logistic regression (pixels)"
+    name: str = "logistic regression on pixels"
 
     def run(self, split: FewLabelSplit, seed: int, cache: PretrainCache | None = None):
         from sklearn.linear_model import LogisticRegression
@@ -260,7 +264,7 @@ class FineTuneMethod:
             strategy=self.strategy,
             validation=split.validation,
             augment=self.augment,
-            **self.options,
+            **{"progress": False, **self.options},
         )
         return classifier, result, pretrain_seconds
 
@@ -314,7 +318,7 @@ class SelfTrainMethod:
             smoothing=self.smoothing,
             strategy=self.strategy,
             augment=self.start.augment,
-            **self.options,
+            **{"progress": False, **self.options},
         )
         predictions = predict(classifier, split.test.images).argmax(dim=1)
         return MethodResult(predictions, count_trainable(classifier), pretrain_seconds)
@@ -375,13 +379,12 @@ class LabelEfficiencyTable:
     def __iter__(self):
         return iter(self.rows)
 
-    @property
     def methods(self) -> list[str]:
         """Method names in the order they were run."""
         return list(dict.fromkeys(row.method for row in self.rows))
 
-    @property
     def labels_per_class(self) -> list[int]:
+        """The labels-per-class values in the table, increasing."""
         return sorted({row.labels_per_class for row in self.rows})
 
     def summarize(self) -> list[SummaryRow]:
@@ -392,10 +395,10 @@ class LabelEfficiencyTable:
         percent as mean ± std over seeds, then trainable parameters and mean seconds per run."""
         check_choice("metric", metric, ("accuracy", "macro_f1"))
         summary = {(s.method, s.labels_per_class): s for s in summarize(self)}
-        labels = self.labels_per_class
+        labels = self.labels_per_class()
         header = ["method", *(f"{k} labels/class" for k in labels), "trainable params", "s/run"]
         lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-        for method in self.methods:
+        for method in self.methods():
             cells = [method]
             for k in labels:
                 s = summary.get((method, k))
@@ -482,6 +485,7 @@ def label_efficiency(
     test_size: float | int = 500,
     test_seed: int = 0,
     validation_per_class: int | None = None,
+    cache: PretrainCache | None = None,
     log=None,
 ) -> LabelEfficiencyTable:
     """Run every method on `few_labels(dataset, k, seed=s, test_size=..., test_seed=...)` for
@@ -490,6 +494,7 @@ def label_efficiency(
     The test images are the same for every k and seed (chosen by test_seed only), so the
     numbers are comparable; pretrained autoencoders are cached per seed (see PretrainCache).
     Methods get the split with the test labels removed.
+    cache: a PretrainCache to use (and fill), e.g. to reuse the autoencoders afterwards.
     log: optional callable taking one line of progress text (e.g. print).
     Returns a LabelEfficiencyTable with one row per method × labels_per_class × seed.
     """
@@ -515,15 +520,22 @@ def label_efficiency(
         for s in seeds
         for k in labels_per_class
     }
-    cache, table = PretrainCache(), LabelEfficiencyTable()
+    cache = PretrainCache() if cache is None else cache
+    table = LabelEfficiencyTable()
     for s in seeds:
         for k in labels_per_class:
             split = splits[(k, s)]
             truth = split.test.labels.numpy()
-            blind = dataclasses.replace(split, test=split.test.without_labels())
+            # What a method gets: no test labels, and no way to the pool's hidden labels.
+            blind = dataclasses.replace(
+                split, test=split.test.without_labels(), _unlabelled_labels=None
+            )
             for method in methods:
                 spent, started = cache.seconds_spent, time.perf_counter()
-                result = method.run(blind, s, cache)
+                if "cache" in inspect.signature(method.run).parameters:
+                    result = method.run(blind, s, cache=cache)
+                else:
+                    result = method.run(blind, s)
                 seconds = time.perf_counter() - started - (cache.seconds_spent - spent)
                 predicted = torch.as_tensor(result.predictions).reshape(-1).cpu().numpy()
                 if predicted.shape != truth.shape:
@@ -558,7 +570,7 @@ def plot_label_efficiency(table, metric: str = "accuracy", ax=None, title: str |
     check_choice("metric", metric, ("accuracy", "macro_f1"))
     summary = summarize(table)
     if ax is None:
-        figure, ax = plt.subplots(figsize=(6.5, 4))
+        figure, ax = plt.subplots(figsize=(8.5, 4))
     else:
         figure = ax.figure
     methods = list(dict.fromkeys(s.method for s in summary))
@@ -578,7 +590,7 @@ def plot_label_efficiency(table, metric: str = "accuracy", ax=None, title: str |
     seeds = max(s.seeds for s in summary)
     ax.set_title(title or f"mean ± std over {seeds} seed{'s' if seeds != 1 else ''}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figure.tight_layout()
     return figure
 

@@ -49,6 +49,11 @@ class FewLabelSplit:
         For analysis only (e.g. how accurate pseudo-labels are): never train on them, or the
         pool is no longer unlabelled and the few-label results mean nothing.
         """
+        if self._unlabelled_labels is None:
+            raise MtkitError(
+                "this split's pool labels were removed (splits handed to experiment methods "
+                "carry none); ask the code that made the split"
+            )
         return self._unlabelled_labels.clone()
 
     def summary(self) -> str:
