@@ -601,6 +601,7 @@ __all__ = [
     "LabelEfficiencyTable",
     "LogisticRegressionBaseline",
     "MethodResult",
+    "PairedDifference",
     "PCALogisticBaseline",
     "PretrainCache",
     "PretrainSpec",
@@ -609,6 +610,51 @@ __all__ = [
     "default_methods",
     "label_efficiency",
     "non_test_images",
+    "paired_difference",
     "plot_label_efficiency",
     "summarize",
 ]
+
+
+@dataclass
+class PairedDifference:
+    """`method` minus `baseline` on the same splits, one difference per seed (in [−1, 1])."""
+
+    differences: list[float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.differences)
+
+    @property
+    def standard_error(self) -> float:
+        count = len(self.differences)
+        return statistics.stdev(self.differences) / count**0.5 if count > 1 else float("inf")
+
+    @property
+    def wins(self) -> int:
+        return sum(difference > 0 for difference in self.differences)
+
+    def verdict(self) -> str:
+        """ "clearly above", "clearly below" or "level with": clearly = the mean difference is
+        more than twice its standard error (roughly a paired t-test at 95%)."""
+        if self.mean > 2 * self.standard_error:
+            return "clearly above"
+        if self.mean < -2 * self.standard_error:
+            return "clearly below"
+        return "level with"
+
+
+def paired_difference(table, method: str, baseline: str, labels_per_class: int):
+    """Compare two methods seed by seed: both saw the same split for a given seed, so the split's
+    luck cancels out and the comparison is much sharper than two means with their spreads."""
+    rows = {
+        (r.method, r.seed): r.accuracy
+        for r in _rows(table)
+        if r.labels_per_class == labels_per_class
+    }
+    seeds = sorted(seed for name, seed in rows if name == method)
+    missing = [seed for seed in seeds if (baseline, seed) not in rows]
+    if not seeds or missing:
+        raise MtkitError(f"need rows of {method!r} and {baseline!r} for the same seeds")
+    return PairedDifference([rows[(method, seed)] - rows[(baseline, seed)] for seed in seeds])

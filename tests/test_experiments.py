@@ -116,7 +116,7 @@ def test_methods_never_get_test_labels():
     )
     assert spy.splits[0].test.labels is None
     assert len(spy.splits[0].test) == 30
-    with pytest.raises(AttributeError):  # the pool's hidden labels are gone too
+    with pytest.raises(MtkitError, match="pool labels were removed"):
         spy.splits[0].unlabelled_labels_for_evaluation()
     assert table.rows[0].accuracy == pytest.approx(10 / 30)  # class 0 is a third of the test set
 
@@ -234,3 +234,23 @@ def test_the_default_line_up():
     ]
     assert "pretrained + gradual_unfreeze" in names and names[-1].endswith("self-training")
     assert len(set(names)) == len(names)
+
+
+def test_paired_difference_compares_seed_by_seed():
+    from mtkit.experiments import EfficiencyRow, LabelEfficiencyTable, paired_difference
+
+    def row(method, seed, accuracy):
+        return EfficiencyRow(method, 10, seed, accuracy, accuracy, 0.0, 1)
+
+    # B is always 1 point better than A on the same seed, while seeds vary by 10 points.
+    table = LabelEfficiencyTable(
+        [row("A", s, 0.5 + 0.1 * s) for s in range(4)]
+        + [row("B", s, 0.51 + 0.1 * s) for s in range(4)]
+    )
+    difference = paired_difference(table, "B", "A", 10)
+    assert difference.mean == pytest.approx(0.01)
+    assert difference.wins == 4
+    assert difference.verdict() == "clearly above"
+    assert paired_difference(table, "A", "A", 10).verdict() == "level with"
+    with pytest.raises(MtkitError, match="same seeds"):
+        paired_difference(table, "B", "C", 10)
