@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 import mtkit as mt
 from mtkit import adapters as A
@@ -181,18 +182,6 @@ def markdown(summaries, sizes: dict, args, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section in `path`, or append it (creating the file)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_TITLE in text:
-        before, _, rest = text.partition(SECTION_TITLE)
-        _, next_heading, after = rest.partition("\n## ")
-        text = before + section + ("\n## " + after if next_heading else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def tune(seeds: int) -> None:
     """Mean validation accuracy per method and learning rate (the test set is never looked at)."""
     digits = mt.load_images("digits")
@@ -232,7 +221,7 @@ def main() -> None:
     section = markdown(A.summarize_runs(runs), sizes, args, time.perf_counter() - started)
     print(section)
     if args.markdown:
-        write_section(args.markdown, section)
+        write_section(args.markdown, SECTION_TITLE, section)
         print(f"wrote {args.markdown}")
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_images
 from mtkit.experiments import (
@@ -168,18 +169,6 @@ def markdown_section(table, args, seconds: float, forgetting_lines=()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section in `path`, or append it (creating the file)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_TITLE in text:
-        before, _, rest = text.partition(SECTION_TITLE)
-        _, next_heading, after = rest.partition("\n## ")
-        text = before + section + ("\n## " + after if next_heading else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
@@ -213,7 +202,7 @@ def main() -> None:
     print()
     print(section)
     if args.markdown:
-        write_section(args.markdown, section)
+        write_section(args.markdown, SECTION_TITLE, section)
         print(f"wrote {args.markdown}")
     if args.json:
         args.json.write_text(json.dumps(table.to_dicts(), indent=1))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -147,18 +148,6 @@ def markdown_table(medians: dict, args, device: torch.device, data_name: str) ->
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section in `path`, or append it (creating the file)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_TITLE in text:
-        before, _, rest = text.partition(SECTION_TITLE)
-        _, next_heading, after = rest.partition("\n## ")
-        text = before + section + ("\n## " + after if next_heading else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Many short runs: the median of those shrugs off bursts of load from other processes.
@@ -177,7 +166,7 @@ def main() -> None:
     print(table)
     print(f"fit / minimal = {medians['fit'] / medians['minimal']:.3f}")
     if args.markdown:
-        write_section(args.markdown, table)
+        write_section(args.markdown, SECTION_TITLE, table)
         print(f"wrote {args.markdown}")
 
 
