@@ -4,11 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Keep Jupyter and matplotlib state out of $HOME so tests and demos leave nothing behind.
-export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint lab bench clean
+.PHONY: venv demo test lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m mtkit demo
+	MPLBACKEND=Agg $(BIN)/python -m mtkit demo
 
 test: $(STAMP)
 	$(BIN)/ruff check mtkit tests bench
