@@ -97,7 +97,9 @@ def count_trainable(model: nn.Module) -> int:
 
 def reset_weights(model: nn.Module) -> None:
     """Re-initialise every layer in place, as if the model had just been built."""
-    for module in model.modules():
+    # Innermost first: a module that initialises its children its own way (TokenEmbeddings'
+    # small vectors instead of nn.Embedding's N(0, 1)) then has the last word, as when built.
+    for module in reversed(list(model.modules())):
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
     for name in ("feature_mean", "feature_std"):

@@ -133,15 +133,19 @@ def pretrain_masked_tokens(
     lr: float = 1e-3,
     batch_size: int = 128,
     val_ids: torch.Tensor | None = None,
+    bucket_by_length: bool = True,
     **fit_options,
 ) -> History:
     """Masked-token pretraining (BERT): hide `mask_rate` of the tokens, learn to restore them.
 
     model: a `MaskedTokenModel`. token_ids: N×L int64 from `Tokenizer.encode` (labels, if any,
     are never used). Validation, if given, masks with a fixed seed so its loss is comparable
-    between epochs. Extra keyword arguments go to `mtkit.fit`. Returns the History, whose
-    records include `train_accuracy`/`val_accuracy`: how often a hidden token was guessed.
+    between epochs. bucket_by_length: batch texts of similar length together (`LengthBuckets`),
+    which makes an epoch of tweets about twice as fast and changes nothing else.
+    Extra keyword arguments go to `mtkit.fit`. Returns the History, whose records include
+    `train_accuracy`/`val_accuracy`: how often a hidden token was guessed.
     """
+    from mtkit.data.text import LengthBuckets
     from mtkit.models.text import mask_tokens
 
     if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long:
@@ -164,10 +168,13 @@ def pretrain_masked_tokens(
     val = None
     if val_ids is not None:
         val = corrupt(val_ids, torch.Generator().manual_seed(0))
+    train = (token_ids,)
+    if bucket_by_length:
+        train = LengthBuckets(token_ids, batch_size=batch_size, pad_id=config.pad_id)
     return fit(
         model,
         loss_fn,
-        (token_ids,),
+        train,
         epochs=epochs,
         lr=lr,
         batch_size=batch_size,
@@ -213,6 +220,7 @@ class TextPretrainConfig:
     epochs: int = 4
     lr: float = 2e-3
     batch_size: int = 128
+    schedule: str | None = None  # or "cosine" / "one_cycle", as in `fit`
     seed: int = 0
 
 
@@ -275,6 +283,7 @@ def pretrained_text_encoder(
             epochs=config.epochs,
             lr=config.lr,
             batch_size=config.batch_size,
+            schedule=config.schedule,
             progress=progress,
             seed=config.seed,
             callbacks=callbacks,

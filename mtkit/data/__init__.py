@@ -2,13 +2,14 @@
 
 from mtkit.data.images import DatasetUnavailable, ImageDataset, load_images
 from mtkit.data.splits import FewLabelSplit, few_labels
-from mtkit.data.text import TextDataset, load_text
+from mtkit.data.text import LengthBuckets, TextDataset, load_text
 from mtkit.data.tokenizer import Tokenizer
 
 __all__ = [
     "DatasetUnavailable",
     "FewLabelSplit",
     "ImageDataset",
+    "LengthBuckets",
     "TextDataset",
     "Tokenizer",
     "few_labels",

