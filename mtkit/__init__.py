@@ -1,6 +1,17 @@
 """mtkit: multi-stage training for learners. `import mtkit as mt` gives the whole public API."""
 
-from mtkit import adapters, evaluate, experiments, plots
+from mtkit import (
+    adapters,
+    distributed,
+    drift,
+    evaluate,
+    evaluation_plots,
+    experiments,
+    pipeline,
+    plots,
+    stats,
+    text_experiments,
+)
 from mtkit.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -18,6 +29,25 @@ from mtkit.data import (
     load_images,
     load_text,
 )
+from mtkit.drift import adapt_to_shift, detect_drift
+from mtkit.evaluate import (
+    ClassErrors,
+    ClassificationReport,
+    Evaluation,
+    Mistake,
+    ReliabilityCurve,
+    TemperatureScaled,
+    class_errors,
+    classification_report,
+    confident_mistakes,
+    expected_calibration_error,
+    fit_temperature,
+    masked_token_error,
+    masked_token_forgetting,
+    mistakes_table,
+    reliability_curve,
+)
+from mtkit.evaluate import evaluate as evaluate_model
 from mtkit.finetune import FineTuneResult, Forgetting, fine_tune, forgetting, predict
 from mtkit.models import (
     AutoencoderConfig,
@@ -31,6 +61,21 @@ from mtkit.models import (
     VariationalAutoencoder,
     build_autoencoder,
 )
+from mtkit.pipeline import (
+    ExitCriteria,
+    Pipeline,
+    PipelineConfig,
+    Run,
+    RunContext,
+    Stage,
+    StageOutput,
+    TargetReached,
+    compare_runs,
+    load_config,
+    rollback,
+    run_config,
+    staged_search,
+)
 from mtkit.pretrain import (
     PretrainedText,
     TextPretrainConfig,
@@ -42,6 +87,16 @@ from mtkit.pretrain import (
     reconstruction_error,
 )
 from mtkit.selftrain import SelfTrainResult, self_train
+from mtkit.stats import (
+    Comparison,
+    ConfidenceInterval,
+    PairedComparison,
+    Spread,
+    bootstrap_ci,
+    compare,
+    mean_and_spread,
+    paired_comparison,
+)
 from mtkit.train import (
     Callback,
     Checkpoint,
@@ -57,6 +112,51 @@ from mtkit.widgets import HyperparameterPanel, hyperparameter
 __version__ = "0.1.0"
 
 __all__ = [
+    "distributed",
+    "drift",
+    "evaluation_plots",
+    "pipeline",
+    "stats",
+    "text_experiments",
+    "adapt_to_shift",
+    "detect_drift",
+    "ClassErrors",
+    "ClassificationReport",
+    "Evaluation",
+    "Mistake",
+    "ReliabilityCurve",
+    "TemperatureScaled",
+    "class_errors",
+    "classification_report",
+    "confident_mistakes",
+    "expected_calibration_error",
+    "fit_temperature",
+    "masked_token_error",
+    "masked_token_forgetting",
+    "mistakes_table",
+    "reliability_curve",
+    "evaluate_model",
+    "ExitCriteria",
+    "Pipeline",
+    "PipelineConfig",
+    "Run",
+    "RunContext",
+    "Stage",
+    "StageOutput",
+    "TargetReached",
+    "compare_runs",
+    "load_config",
+    "rollback",
+    "run_config",
+    "staged_search",
+    "Comparison",
+    "ConfidenceInterval",
+    "PairedComparison",
+    "Spread",
+    "bootstrap_ci",
+    "compare",
+    "mean_and_spread",
+    "paired_comparison",
     "Forgetting",
     "experiments",
     "forgetting",

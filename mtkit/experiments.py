@@ -40,6 +40,7 @@ from mtkit.finetune import STRATEGIES, count_trainable, fine_tune, predict
 from mtkit.models import Classifier, DenseAutoencoder
 from mtkit.pretrain import NOISE_TYPES, pretrain_autoencoder
 from mtkit.selftrain import self_train
+from mtkit.stats import bootstrap_ci, paired_comparison
 from mtkit.utils import MtkitError, check_choice, check_positive, seed_everything
 
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +374,12 @@ class SummaryRow:
     macro_f1_std: float
     seconds_mean: float
     trainable_parameters: int
+    # 95% bootstrap interval of the mean over seeds (mtkit.stats.bootstrap_ci); with 3-5 seeds
+    # it is narrower than the truth, so read it beside the spread, not instead of it.
+    accuracy_low: float = float("nan")
+    accuracy_high: float = float("nan")
+    macro_f1_low: float = float("nan")
+    macro_f1_high: float = float("nan")
 
 
 @dataclass
@@ -400,7 +407,8 @@ class LabelEfficiencyTable:
 
     def to_markdown(self, metric: str = "accuracy") -> str:
         """A markdown table: a row per method, a column per labels_per_class with the metric in
-        percent as mean ± std over seeds, then trainable parameters and mean seconds per run."""
+        percent as mean ± std over seeds [95% bootstrap interval of the mean], then trainable
+        parameters and mean seconds per run."""
         check_choice("metric", metric, ("accuracy", "macro_f1"))
         summary = {(s.method, s.labels_per_class): s for s in summarize(self)}
         labels = self.labels_per_class()
@@ -414,7 +422,11 @@ class LabelEfficiencyTable:
                     cells.append("")
                     continue
                 mean, std = getattr(s, f"{metric}_mean"), getattr(s, f"{metric}_std")
-                cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}")
+                low, high = getattr(s, f"{metric}_low"), getattr(s, f"{metric}_high")
+                cell = f"{100 * mean:.1f} ± {100 * std:.1f}"
+                if s.seeds > 1:
+                    cell += f" [{100 * low:.1f}, {100 * high:.1f}]"
+                cells.append(cell)
             runs = [s for (name, _), s in summary.items() if name == method]
             parameters = sorted({s.trainable_parameters for s in runs})
             cells.append(
@@ -452,6 +464,12 @@ def summarize(table) -> list[SummaryRow]:
     def mean_std(values: list[float]) -> tuple[float, float]:
         return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
+    def interval(values: list[float]) -> tuple[float, float]:
+        if len(values) < 2:
+            return values[0], values[0]
+        ci = bootstrap_ci(values, confidence=0.95, resamples=2000, seed=0)
+        return ci.low, ci.high
+
     summary = []
     for (method, labels), members in sorted(
         groups.items(), key=lambda item: (order.index(item[0][0]), item[0][1])
@@ -460,8 +478,19 @@ def summarize(table) -> list[SummaryRow]:
         macro_f1 = mean_std([r.macro_f1 for r in members])
         parameters = round(statistics.median(r.trainable_parameters for r in members))
         seconds = statistics.mean(r.seconds for r in members)
+        accuracies, f1s = [r.accuracy for r in members], [r.macro_f1 for r in members]
         summary.append(
-            SummaryRow(method, labels, len(members), *accuracy, *macro_f1, seconds, parameters)
+            SummaryRow(
+                method,
+                labels,
+                len(members),
+                *accuracy,
+                *macro_f1,
+                seconds,
+                parameters,
+                *interval(accuracies),
+                *interval(f1s),
+            )
         )
     return summary
 
@@ -609,7 +638,6 @@ __all__ = [
     "LabelEfficiencyTable",
     "LogisticRegressionBaseline",
     "MethodResult",
-    "PairedDifference",
     "PCALogisticBaseline",
     "PretrainCache",
     "PretrainSpec",
@@ -624,38 +652,14 @@ __all__ = [
 ]
 
 
-@dataclass
-class PairedDifference:
-    """`method` minus `baseline` on the same splits, one difference per seed (in [−1, 1])."""
-
-    differences: list[float]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.differences)
-
-    @property
-    def standard_error(self) -> float:
-        count = len(self.differences)
-        return statistics.stdev(self.differences) / count**0.5 if count > 1 else float("inf")
-
-    @property
-    def wins(self) -> int:
-        return sum(difference > 0 for difference in self.differences)
-
-    def verdict(self) -> str:
-        """ "clearly above", "clearly below" or "level with": clearly = the mean difference is
-        more than twice its standard error (roughly a paired t-test at 95%)."""
-        if self.mean > 2 * self.standard_error:
-            return "clearly above"
-        if self.mean < -2 * self.standard_error:
-            return "clearly below"
-        return "level with"
-
-
 def paired_difference(table, method: str, baseline: str, labels_per_class: int):
     """Compare two methods seed by seed: both saw the same split for a given seed, so the split's
-    luck cancels out and the comparison is much sharper than two means with their spreads."""
+    luck cancels out and the comparison is much sharper than two means with their spreads.
+
+    Returns a `mtkit.stats.PairedComparison` of the accuracies (method − baseline per seed):
+    .mean, .wins, .interval (Student-t), .p_value and .verdict() ("clearly above", "clearly
+    below" or "level with").
+    """
     rows = {
         (r.method, r.seed): r.accuracy
         for r in _rows(table)
@@ -665,4 +669,7 @@ def paired_difference(table, method: str, baseline: str, labels_per_class: int):
     missing = [seed for seed in seeds if (baseline, seed) not in rows]
     if not seeds or missing:
         raise MtkitError(f"need rows of {method!r} and {baseline!r} for the same seeds")
-    return PairedDifference([rows[(method, seed)] - rows[(baseline, seed)] for seed in seeds])
+    return paired_comparison(
+        {seed: rows[(method, seed)] for seed in seeds},
+        {seed: rows[(baseline, seed)] for seed in seeds},
+    )

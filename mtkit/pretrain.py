@@ -217,7 +217,7 @@ class TextPretrainConfig:
     depth: int = 2
     heads: int = 4
     mask_rate: float = 0.15
-    epochs: int = 4
+    epochs: int = 6
     lr: float = 2e-3
     batch_size: int = 128
     schedule: str | None = None  # or "cosine" / "one_cycle", as in `fit`

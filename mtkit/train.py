@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mtkit import distributed
 from mtkit.checkpoint import save_model
 from mtkit.utils import MtkitError, check_choice, check_positive, get_device, seed_everything
 
@@ -174,7 +175,8 @@ class Checkpoint(_MonitorCallback):
         self.path, self.save_best_only = path, save_best_only
 
     def on_epoch_end(self, trainer):
-        if self._improved(trainer) or not self.save_best_only:
+        improved = self._improved(trainer)  # on every process, so each knows the best so far
+        if (improved or not self.save_best_only) and distributed.is_main_process():
             save_model(self.path, trainer.model, epoch=trainer.epoch, **{self.monitor: self.value})
 
 
@@ -214,6 +216,9 @@ def _batches(data, batch_size: int, device: torch.device, shuffle: bool):
     if isinstance(data, tuple):  # already on the device: index it there, no per-sample work
         count = data[0].shape[0]
         order = torch.randperm(count, device=device) if shuffle else None
+        if order is not None and distributed.is_distributed():
+            order = distributed.shard_order(order)  # this process's share (distributed.py)
+            count = len(order)
         for start in range(0, count, batch_size):  # the last, partial batch is kept
             rows = slice(start, start + batch_size)  # validation: a cheap view, in order
             if shuffle:
@@ -316,6 +321,10 @@ def fit(
     as soon as a training loss is NaN or infinite, before that step touches the weights.
     A KeyboardInterrupt stops training cleanly, restores the best weights and returns the
     History so far. Callbacks' on_train_end runs unless an exception leaves fit.
+    Under torchrun (after mtkit.distributed.setup()), each process trains on its own share of
+    every epoch's shuffled in-memory data, batch_size examples per process and step, through
+    DistributedDataParallel; each validates on all of val_data (see mtkit/distributed.py).
+    A DataLoader is used as given: shard it yourself with a DistributedSampler.
     """
     # 1. Check everything we can before spending any time.
     check_positive("epochs", epochs, integer=True)
@@ -358,7 +367,9 @@ def fit(
     scheduler = None
     if schedule is not None:
         steps_per_epoch = (
-            math.ceil(len(train_data[0]) / batch_size) if in_memory else len(train_data)
+            math.ceil(distributed.shard_size(len(train_data[0])) / batch_size)
+            if in_memory
+            else len(train_data)
         )
         scheduler = _make_scheduler(schedule, optimizer, max_lr, epochs * steps_per_epoch)
     use_amp = amp and device.type == "cuda"
@@ -369,12 +380,15 @@ def fit(
         return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # Under torchrun: the loss goes through DistributedDataParallel (distributed.py).
+    train_loss_fn = distributed.parallel_loss(model, loss_fn)
 
     # 3. The loop.
     history = History(monitor=monitor)
     state = TrainerState(model, optimizer, history, epochs, has_validation=val_data is not None)
     best_weights = None  # a CPU copy of the best epoch's state_dict
-    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not progress)
+    show_progress = progress and distributed.is_main_process()
+    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not show_progress)
     started = time.perf_counter()
     try:
         for callback in callbacks:
@@ -390,7 +404,7 @@ def fit(
             totals = _RunningMeans()
             for batch in _batches(train_data, batch_size, device, shuffle=True):
                 with autocast():
-                    loss, metrics = _loss_and_metrics(loss_fn(model, batch))
+                    loss, metrics = _loss_and_metrics(train_loss_fn(model, batch))
                 if not torch.isfinite(loss):  # check before stepping, so weights stay finite
                     history.stopped_reason = "diverged"
                     current_lr = optimizer.param_groups[0]["lr"]
@@ -417,11 +431,12 @@ def fit(
                     callback.on_batch_end(state)
                 if state.stop_training:
                     break
-            record.update(totals.means("train_"))  # floats now: the one GPU sync of the epoch
+            # Floats now: the one GPU sync of the epoch. Averaged over processes under torchrun.
+            record.update(distributed.average(totals.means("train_")))
 
             if val_data is not None:
                 val_batches = _batches(val_data, batch_size, device, shuffle=False)
-                record.update(_evaluate(model, loss_fn, val_batches, autocast))
+                record.update(distributed.average(_evaluate(model, loss_fn, val_batches, autocast)))
                 if monitor not in record:
                     raise MtkitError(f"monitor={monitor!r} is not recorded: {list(record)}")
                 if _improved(record[monitor], history.best_value, monitor):

@@ -174,7 +174,7 @@ def test_markdown_and_plot_show_every_method():
     table = LabelEfficiencyTable(rows)
     markdown = table.to_markdown()
     assert markdown.splitlines()[0].startswith("| method | 5 labels/class | 10 labels/class")
-    assert "| first | 55.5 ± 0.7 | 60.5 ± 0.7 |" in markdown
+    assert "| first | 55.5 ± 0.7 [55.0, 56.0] | 60.5 ± 0.7 [60.0, 61.0] |" in markdown
     figure = plot_label_efficiency(table)
     axis = figure.axes[0]
     assert [line.get_label() for line in axis.get_lines()] == ["first", "second"]
@@ -251,6 +251,17 @@ def test_paired_difference_compares_seed_by_seed():
     assert difference.mean == pytest.approx(0.01)
     assert difference.wins == 4
     assert difference.verdict() == "clearly above"
+    assert difference.interval[0] > 0  # the t-interval of the mean difference excludes 0
     assert paired_difference(table, "A", "A", 10).verdict() == "level with"
     with pytest.raises(MtkitError, match="same seeds"):
         paired_difference(table, "B", "C", 10)
+
+
+def test_summary_reports_a_bootstrap_interval_around_the_mean():
+    rows = [EfficiencyRow("A", 10, s, a, a, 0.0, 1) for s, a in enumerate([0.80, 0.84, 0.88])]
+    (summary,) = summarize(rows)
+    assert summary.accuracy_low < summary.accuracy_mean < summary.accuracy_high
+    assert 0.80 <= summary.accuracy_low and summary.accuracy_high <= 0.88
+    assert "84.0 ± 4.0 [" in LabelEfficiencyTable(rows).to_markdown()
+    (single,) = summarize(rows[:1])
+    assert single.accuracy_low == single.accuracy_high == 0.80

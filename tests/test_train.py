@@ -10,6 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+import mtkit.train
+from mtkit import distributed
 from mtkit.checkpoint import load_checkpoint
 from mtkit.train import (
     Callback,
@@ -525,3 +527,27 @@ def test_history_plot_returns_axes():
     ax = without_validation.plot()  # val_loss is skipped, not an error
     assert [line.get_label() for line in ax.get_lines()] == ["train_loss"]
     pyplot.close(ax.figure)
+
+
+def test_only_the_main_process_saves_checkpoints_and_shows_progress(tmp_path, monkeypatch):
+    """Under torchrun every process runs fit; a checkpoint file is written by rank 0 alone
+    (the full two-process run is in test_distributed.py)."""
+    bars, real_tqdm = [], mtkit.train.tqdm
+
+    def spy(*args, **kwargs):
+        bars.append(kwargs["disable"])
+        return real_tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # as on rank 1
+    monkeypatch.setattr(mtkit.train, "tqdm", spy)
+    x, y = regression_data()
+    path = tmp_path / "best.pt"
+    fit(linear_model(), mse, (x, y), val_data=(x, y), epochs=3, lr=0.05, progress=True,
+        device="cpu", callbacks=[Checkpoint(path)])  # fmt: skip
+    assert not path.exists()
+    assert bars == [True]  # the bar is disabled although progress=True
+
+    monkeypatch.setattr(distributed, "is_main_process", lambda: True)
+    fit(linear_model(), mse, (x, y), val_data=(x, y), epochs=3, lr=0.05, **QUIET,
+        callbacks=[Checkpoint(path)])  # fmt: skip
+    assert path.exists()

@@ -1,0 +1,397 @@
+"""Pipeline configuration: dataclasses, read from TOML with a readable error per field.
+
+A config file has a few top-level fields and one [section] per part:
+
+    name = "digits"
+    stages = ["pretrain", "finetune", "adapt"]
+
+    [data]
+    dataset = "digits"
+    labels_per_class = 10
+
+    [finetune]
+    strategy = "full"
+    patience = 20
+
+Every field is optional (absent: its default). `python -m mtkit run --help` lists them all,
+generated from the `option(...)` help texts below, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import NoneType
+
+from mtkit.finetune import STRATEGIES
+from mtkit.pipeline.exit import ExitCriteria
+from mtkit.utils import MtkitError, check_choice, check_positive
+
+DATASETS = ("digits", "tweets")
+STAGE_NAMES = ("pretrain", "finetune", "adapt")
+PRETRAIN_METHODS = ("autoencoder", "denoising_autoencoder", "vae", "masked_tokens")
+ADAPT_METHODS = ("lora", "bottleneck")
+SCHEDULES = ("none", "cosine", "one_cycle")
+CLASSIFIER_METRICS = ("val_loss", "val_accuracy")
+
+
+def option(default, help: str, choices=None):
+    """A config field with the help text `--help` prints and, optionally, its allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+# The exit-criteria fields every stage section has (see ExitCriteria).
+EXIT_HELP = {
+    "max_epochs": "exit criterion: the most epochs the stage trains",
+    "patience": "exit criterion: stop after this many epochs without progress on `monitor` "
+    "(0: no early stopping)",
+    "monitor": "the metric early stopping watches and the kept epoch is chosen by",
+    "target": "exit criterion: stop once `target_metric` reaches this value (absent: no target)",
+    "target_metric": "what `target` is compared with (reached: >= for accuracy, <= for loss)",
+}
+
+
+def _check_exit_fields(section) -> None:
+    name = section.section
+    check_positive(f"{name}.max_epochs", section.max_epochs, integer=True)
+    if section.patience is None:  # Python callers may say None; TOML has no None, so 0
+        section.patience = 0
+    check_positive(f"{name}.patience", section.patience, integer=True, allow_zero=True)
+
+
+def exit_criteria(section) -> ExitCriteria:
+    return ExitCriteria(
+        max_epochs=section.max_epochs,
+        patience=section.patience or None,  # 0: no early stopping
+        monitor=section.monitor,
+        target=section.target,
+        target_metric=section.target_metric,
+    )
+
+
+@dataclass
+class DataConfig:
+    """[data]: which dataset, and how it is split into labelled / validation / pool / test."""
+
+    section: typing.ClassVar[str] = "data"
+    dataset: str = option(
+        "digits", "the data: 8×8 digit images, or tweets labelled by sentiment", DATASETS
+    )
+    labels_per_class: int = option(10, "labelled training examples per class")
+    validation_per_class: int | None = option(
+        None, "labelled validation examples per class (absent: as many as labels_per_class)"
+    )
+    test_size: float | int = option(
+        0.25, "the test set: a fraction in (0, 1) or a number of examples"
+    )
+    seed: int = option(0, "seeds which examples get labels (the test set does not depend on it)")
+    test_seed: int = option(0, "seeds which examples are the test set")
+
+    def __post_init__(self):
+        check_choice("data.dataset", self.dataset, DATASETS)
+        check_positive("data.labels_per_class", self.labels_per_class, integer=True)
+        if self.validation_per_class is not None:
+            check_positive("data.validation_per_class", self.validation_per_class, integer=True)
+        check_positive("data.seed", self.seed, integer=True, allow_zero=True)
+        check_positive("data.test_seed", self.test_seed, integer=True, allow_zero=True)
+
+
+@dataclass
+class PretrainConfig:
+    """[pretrain]: learning features from the unlabelled pool, without labels."""
+
+    section: typing.ClassVar[str] = "pretrain"
+    method: str = option(
+        "denoising_autoencoder",
+        "images: autoencoder, denoising_autoencoder (Gaussian noise) or vae; "
+        "tweets: masked_tokens (cached under ~/.cache/mtkit or $MTKIT_CACHE)",
+        PRETRAIN_METHODS,
+    )
+    hidden_sizes: tuple[int, ...] = option((256,), "images: widths of the hidden layers")
+    latent_size: int = option(64, "images: length of the code the encoder outputs")
+    noise_level: float = option(0.4, "denoising_autoencoder: standard deviation of the noise")
+    width: int = option(64, "masked_tokens: width of the transformer")
+    depth: int = option(2, "masked_tokens: number of transformer blocks")
+    heads: int = option(4, "masked_tokens: attention heads per block")
+    vocab_size: int = option(8000, "masked_tokens: the tokenizer's vocabulary size")
+    max_length: int = option(48, "masked_tokens: tokens kept per text")
+    mask_rate: float = option(0.15, "masked_tokens: fraction of tokens hidden")
+    lr: float = option(1e-2, "learning rate (peak learning rate with a schedule)")
+    schedule: str = option("cosine", "learning-rate schedule (images)", SCHEDULES)
+    batch_size: int = option(128, "examples per step")
+    seed: int | None = option(None, "seeds pretraining (absent: the pipeline's seed)")
+    max_epochs: int = option(200, EXIT_HELP["max_epochs"])
+    patience: int = option(0, EXIT_HELP["patience"])
+    monitor: str = option("val_loss", EXIT_HELP["monitor"], ("val_loss",))
+    target: float | None = option(None, EXIT_HELP["target"])
+    target_metric: str = option("val_loss", EXIT_HELP["target_metric"], ("val_loss",))
+
+    def __post_init__(self):
+        self.hidden_sizes = tuple(self.hidden_sizes)
+        check_choice("pretrain.method", self.method, PRETRAIN_METHODS)
+        check_choice("pretrain.schedule", self.schedule, SCHEDULES)
+        for name in ("latent_size", "width", "depth", "heads", "vocab_size", "max_length"):
+            check_positive(f"pretrain.{name}", getattr(self, name), integer=True)
+        for size in self.hidden_sizes:
+            check_positive("pretrain.hidden_sizes (each)", size, integer=True)
+        check_positive("pretrain.noise_level", self.noise_level, allow_zero=True)
+        if not 0 < self.mask_rate < 1:
+            raise MtkitError(f"pretrain.mask_rate must be in (0, 1), got {self.mask_rate}")
+        check_positive("pretrain.lr", self.lr)
+        check_positive("pretrain.batch_size", self.batch_size, integer=True)
+        if self.seed is not None:
+            check_positive("pretrain.seed", self.seed, integer=True, allow_zero=True)
+        _check_exit_fields(self)
+
+
+@dataclass
+class FineTuneConfig:
+    """[finetune]: a classifier on the pretrained encoder learns from the few labels."""
+
+    section: typing.ClassVar[str] = "finetune"
+    strategy: str = option(
+        "linear_probe",
+        "what learns: linear_probe (the head only), full (everything), gradual_unfreeze, "
+        "discriminative_lr, or scratch (re-initialised: the baseline)",
+        STRATEGIES,
+    )
+    lr: float | None = option(None, "learning rate (absent: the strategy's default)")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    batch_size: int = option(32, "examples per step")
+    augment: bool = option(False, "images: random small shifts and rotations while training")
+    max_epochs: int = option(300, EXIT_HELP["max_epochs"])
+    patience: int = option(30, EXIT_HELP["patience"])
+    monitor: str = option("val_loss", EXIT_HELP["monitor"], CLASSIFIER_METRICS)
+    target: float | None = option(None, EXIT_HELP["target"])
+    target_metric: str = option("val_accuracy", EXIT_HELP["target_metric"], CLASSIFIER_METRICS)
+
+    def __post_init__(self):
+        check_choice("finetune.strategy", self.strategy, STRATEGIES)
+        if self.lr is not None:
+            check_positive("finetune.lr", self.lr)
+        check_positive("finetune.weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("finetune.batch_size", self.batch_size, integer=True)
+        check_choice("finetune.monitor", self.monitor, CLASSIFIER_METRICS)
+        check_choice("finetune.target_metric", self.target_metric, CLASSIFIER_METRICS)
+        _check_exit_fields(self)
+
+
+@dataclass
+class AdaptConfig:
+    """[adapt]: adapters on the fine-tuned classifier's frozen encoder, plus its head."""
+
+    section: typing.ClassVar[str] = "adapt"
+    method: str = option(
+        "lora", "lora (low-rank updates inside every layer) or bottleneck (images)", ADAPT_METHODS
+    )
+    size: int = option(4, "LoRA rank, or the bottleneck adapter's width")
+    lr: float | None = option(None, "learning rate (absent: the method's default)")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    batch_size: int = option(32, "examples per step")
+    max_epochs: int = option(150, EXIT_HELP["max_epochs"])
+    patience: int = option(30, EXIT_HELP["patience"])
+    monitor: str = option("val_loss", EXIT_HELP["monitor"], CLASSIFIER_METRICS)
+    target: float | None = option(None, EXIT_HELP["target"])
+    target_metric: str = option("val_accuracy", EXIT_HELP["target_metric"], CLASSIFIER_METRICS)
+
+    def __post_init__(self):
+        check_choice("adapt.method", self.method, ADAPT_METHODS)
+        check_positive("adapt.size", self.size, integer=True)
+        if self.lr is not None:
+            check_positive("adapt.lr", self.lr)
+        check_positive("adapt.weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("adapt.batch_size", self.batch_size, integer=True)
+        check_choice("adapt.monitor", self.monitor, CLASSIFIER_METRICS)
+        check_choice("adapt.target_metric", self.target_metric, CLASSIFIER_METRICS)
+        _check_exit_fields(self)
+
+
+@dataclass
+class PipelineConfig:
+    """A whole pipeline: the top-level fields, then one section per part."""
+
+    section: typing.ClassVar[str] = ""
+    name: str = option("pipeline", "names the run folder: runs/<time>-<name>/")
+    seed: int = option(0, "seeds the training of every stage")
+    stages: tuple[str, ...] = option(
+        STAGE_NAMES, "which stages run (any of them, in this order)", STAGE_NAMES
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+    def __post_init__(self):
+        self.stages = tuple(self.stages)
+        check_positive("seed", self.seed, integer=True, allow_zero=True)
+        if not self.stages or any(s not in STAGE_NAMES for s in self.stages):
+            raise MtkitError(f"stages must be taken from {list(STAGE_NAMES)}, got {self.stages}")
+        if list(self.stages) != [s for s in STAGE_NAMES if s in self.stages]:
+            raise MtkitError(f"stages must keep the order {list(STAGE_NAMES)}, got {self.stages}")
+        if "adapt" in self.stages and "finetune" not in self.stages:
+            raise MtkitError(
+                "stages: adapt adds adapters to the fine-tuned classifier; add finetune"
+            )
+        text = self.data.dataset == "tweets"
+        if "pretrain" in self.stages and text != (self.pretrain.method == "masked_tokens"):
+            allowed = ["masked_tokens"] if text else list(PRETRAIN_METHODS[:3])
+            raise MtkitError(
+                f"pretrain.method {self.pretrain.method!r} does not fit data.dataset "
+                f"{self.data.dataset!r}; choose one of {allowed}"
+            )
+        if text and "pretrain" not in self.stages:
+            raise MtkitError("stages: tweets need the pretrain stage (it builds the tokenizer)")
+        if text and (self.pretrain.patience or self.pretrain.target is not None):
+            raise MtkitError(
+                "pretrain.patience and pretrain.target: masked_tokens pretraining has no "
+                "validation data to watch; leave them out (it trains max_epochs epochs)"
+            )
+        if text and self.adapt.method == "bottleneck" and "adapt" in self.stages:
+            raise MtkitError("adapt.method 'bottleneck' works on images; choose one of ['lora']")
+
+    def to_toml(self) -> str:
+        """This config as TOML that `load_config` reads back (fields that are None are left out)."""
+        return to_toml(dataclasses.asdict(self))
+
+
+def config_from_dict(values: dict) -> PipelineConfig:
+    """A PipelineConfig from nested dicts (e.g. parsed TOML), checking every field on the way.
+
+    Raises MtkitError naming the field, e.g. "finetune.strategy: 'ful' is not allowed; choose
+    one of [...]", or "unknown field finetune.epochs; [finetune] has: strategy, lr, ...".
+    """
+    return read_section(PipelineConfig, values, "")
+
+
+def load_config(path) -> PipelineConfig:
+    """Read a pipeline config from a TOML file (see configs/ and `python -m mtkit run --help`)."""
+    try:
+        import tomllib  # the standard library's TOML reader, from Python 3.11 on
+    except ModuleNotFoundError as error:
+        raise MtkitError("reading TOML configs needs Python 3.11 or newer (tomllib)") from error
+
+    path = Path(path)
+    if not path.is_file():
+        raise MtkitError(f"config file {path} does not exist")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise MtkitError(f"{path} is not valid TOML: {error}") from error
+    return config_from_dict(values)
+
+
+def read_section(cls, values, prefix: str):
+    """cls(**values) for a config dataclass, each value checked; `prefix` ("finetune.") names
+    the fields in error messages. Nested sections are read the same way."""
+    where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+    if not isinstance(values, dict):
+        raise MtkitError(f"{prefix.rstrip('.')} must be a [section] of fields, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [name for name in values if name not in fields]
+    if unknown:
+        raise MtkitError(f"unknown field {prefix}{unknown[0]}; {where} has: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            checked[name] = read_section(hints[name], value, f"{prefix}{name}.")
+        else:
+            checked[name] = _check_value(f"{prefix}{name}", value, hints[name], fields[name])
+    return cls(**checked)
+
+
+def _check_value(name: str, value, hint, field_: dataclasses.Field):
+    """`value` if it has the field's type (ints pass as floats) and is an allowed choice."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # e.g. int | None
+    kinds = [kind for kind in (typing.get_args(hint) if union else (hint,)) if kind is not NoneType]
+    ok = False
+    for kind in kinds:
+        if typing.get_origin(kind) is tuple:  # tuple[int, ...] is a TOML array
+            element = typing.get_args(kind)[0]
+            if isinstance(value, (list, tuple)) and all(_is_kind(v, element) for v in value):
+                value, ok = tuple(value), True
+        elif _is_kind(value, kind):
+            ok = True
+        if ok:
+            break
+    if not ok:
+        wanted = " or ".join(_kind_name(kind) for kind in kinds)
+        raise MtkitError(f"{name} must be {wanted}, got {value!r}")
+    choices = field_.metadata.get("choices")
+    if choices is not None:
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in choices:
+                raise MtkitError(f"{name}: {item!r} is not allowed; choose one of {list(choices)}")
+    return value
+
+
+def _is_kind(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _kind_name(kind) -> str:
+    if typing.get_origin(kind) is tuple:
+        element = typing.get_args(kind)[0]
+        return f"a list of {'integers' if element is int else _kind_name(element)}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        kind, str(kind)
+    )
+
+
+def describe_config() -> str:
+    """Every config field with its default, allowed values and meaning (for `--help`)."""
+    lines = []
+
+    def describe(cls, prefix: str):
+        hints = typing.get_type_hints(cls)
+        sections = []
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                sections.append((hints[f.name], f.name))
+                continue
+            default = f.default
+            shown = "(absent)" if default is None else _toml_value(default)
+            lines.append(f"  {f.name} = {shown}")
+            text = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                text += f"; one of: {', '.join(str(c) for c in f.metadata['choices'])}"
+            lines.extend(textwrap.wrap(text, 96, initial_indent=" " * 6, subsequent_indent=" " * 6))
+        for section_cls, name in sections:
+            lines.append(f"\n[{name}]  {section_cls.__doc__.split(': ', 1)[-1]}")
+            describe(section_cls, f"{name}.")
+
+    describe(PipelineConfig, "")
+    return "\n".join(lines)
+
+
+def to_toml(values: dict) -> str:
+    """Nested dicts of numbers, strings, booleans and lists as TOML (None values left out)."""
+    lines = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in values.items()
+        if v is not None and not isinstance(v, dict)
+    ]
+    for name, section in values.items():
+        if isinstance(section, dict):
+            lines.append(f"\n[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in section.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return repr(value)
