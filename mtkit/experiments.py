@@ -297,7 +297,7 @@ class SelfTrainMethod:
     """
 
     start: FineTuneMethod = field(default_factory=lambda: FineTuneMethod("linear_probe"))
-    rounds: int = 3
+    rounds: int = 8
     threshold: float = 0.7
     smoothing: float = 0.8
     strategy: str = "full"

@@ -3,7 +3,8 @@
 Pretraining learnt features from the pool's images; self-training learns from the classifier's
 own guesses about them. In rounds: predict the pool, keep the confident guesses as
 pseudo-labels, fine-tune on labelled + pseudo-labelled examples, keep the round that validates
-best. The pool's labels are never read (there are none to read: `few_labels` hides them).
+best (a later round is preferred when validation cannot tell them apart). The pool's labels
+are never read (there are none to read: `few_labels` hides them).
 
 Plain self-training gains little when the classifier is confidently wrong about some images:
 trained on its own mistakes, it learns to repeat them. So before thresholding, each guess is
@@ -88,7 +89,8 @@ class SelfTrainResult:
     """Per round: how many pool examples got a pseudo-label and the validation accuracy after.
 
     rounds: [{"round", "pseudo_labelled", "val_accuracy"}, ...]; round 0 is the classifier as
-        it came in. `best_round` is the one whose weights were kept.
+        it came in. `best_round` is the one whose weights were kept: the last round whose
+        validation accuracy is within self_train's `tolerance` of the best.
     pseudo_labels: per round, (pool indices, pseudo-labels) it trained on; compare with
         FewLabelSplit.unlabelled_labels_for_evaluation() to see how many were right.
     """
@@ -119,14 +121,15 @@ def self_train(
     unlabelled,
     *,
     validation,
-    rounds: int = 3,
+    rounds: int = 8,
     threshold: float = 0.7,
     balance: bool = True,
     neighbours: int = 10,
     smoothing: float = 0.8,
+    tolerance: float = 0.02,
     strategy: str = "full",
     augment=True,
-    epochs: int = 50,
+    epochs: int = 25,
     batch_size: int = 128,
     patience: int | None = None,
     **fine_tune_options,
@@ -141,19 +144,30 @@ def self_train(
        `balance`, see select_pseudo_labels);
     4. fine-tune `classifier` further on labelled + pseudo-labelled examples with `strategy`,
        `augment` (each example seen slightly shifted and rotated), `epochs` and `batch_size`.
-    The weights of the round with the best validation accuracy are kept (round 0 = as it came
-    in), so a round that hurts is undone. Inside a round there is no early stopping by default
-    (`patience`=None): it trains `epochs` epochs and keeps its epoch of lowest validation loss.
+    Inside a round there is no early stopping by default (`patience`=None): it trains `epochs`
+    epochs and keeps its epoch of lowest validation loss.
+
+    Which round's weights are kept (round 0 = the classifier as it came in) is decided on
+    validation, so a round that hurts is undone: a round replaces the kept one unless its
+    validation accuracy is more than `tolerance` below the best so far. With ~100 validation
+    images (10 per class), a point or two is one or two images, which is noise; a later round
+    has had more rounds of cleaner pseudo-labels, so within that noise it is the better bet.
+    tolerance=0 keeps the round of best validation accuracy (ties to the later one).
 
     unlabelled: the pool (an ImageDataset or an N×... tensor). Only its images are read.
-    validation: labelled data to choose the best round; required, since without it a harmful
+    validation: labelled data to choose the round; required, since without it a harmful
         round could not be noticed.
-    smoothing=0 gives plain self-training. On held-out digits splits with 10 labels per class
-    (starting from a linear probe), plain self-training (threshold 0.9) gained about 1.5 points
-    and the smoothed default about 2.3: the classifier's few confident mistakes, trained on,
+    smoothing=0 gives plain self-training: the classifier's few confident mistakes, trained on,
     teach it to repeat them; its neighbours rarely share them.
     fine_tune_options: passed to every round's fine_tune (lr, weight_decay, dropout, ...).
-    Returns a SelfTrainResult; `classifier` ends with the best round's weights.
+    Returns a SelfTrainResult; `classifier` ends with the kept round's weights.
+
+    The defaults were chosen on held-out splits of the digits that are not benchmark test
+    images (bench/selftrain_tuning.py: 10 labels per class, starting from a linear probe at
+    92.9 %, 10 splits). Accuracy climbs for about six rounds, then levels off: 3 rounds of 50
+    epochs, keeping the best validation round, reached 95.7 %; 8 rounds of 25 epochs 96.2 %
+    (of 50 epochs, no better). Without the tolerance, the 8 rounds often went back to an early
+    round: 95.8 %. Without smoothing (threshold 0.9, 3 rounds): 94.1 %.
     """
     check_positive("rounds", rounds, integer=True)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -164,6 +178,10 @@ def self_train(
         raise MtkitError(f"smoothing must be in [0, 1), got {smoothing!r}")
     if not 0 <= smoothing < 1:
         raise MtkitError(f"smoothing must be in [0, 1), got {smoothing}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+        raise MtkitError(f"tolerance is an accuracy difference in [0, 1), got {tolerance!r}")
+    if not 0 <= tolerance < 1:
+        raise MtkitError(f"tolerance is an accuracy difference in [0, 1), got {tolerance}")
     check_positive("neighbours", neighbours, integer=True)
     check_choice("strategy", strategy, STRATEGIES)
     if strategy == "scratch":
@@ -178,10 +196,11 @@ def self_train(
 
     def val_accuracy() -> float:
         guesses = predict(classifier, val_inputs).argmax(dim=1)
-        return (guesses == val_labels).float().mean().item()
+        return (guesses == val_labels).double().mean().item()
 
-    best = {"accuracy": val_accuracy(), "round": 0, "state": copy.deepcopy(classifier.state_dict())}
-    records = [{"round": 0, "pseudo_labelled": 0, "val_accuracy": best["accuracy"]}]
+    best_accuracy = val_accuracy()  # the best validation accuracy of any round so far
+    kept = {"round": 0, "state": copy.deepcopy(classifier.state_dict())}
+    records = [{"round": 0, "pseudo_labelled": 0, "val_accuracy": best_accuracy}]
     histories, chosen = [], []
     for round_number in range(1, rounds + 1):
         probabilities = predict(classifier, pool)
@@ -207,11 +226,11 @@ def self_train(
         records.append(
             {"round": round_number, "pseudo_labelled": len(indices), "val_accuracy": accuracy}
         )
-        if accuracy >= best["accuracy"]:  # ties go to the later round: it saw more data
-            best = {
-                "accuracy": accuracy,
-                "round": round_number,
-                "state": copy.deepcopy(classifier.state_dict()),
-            }
-    classifier.load_state_dict(best["state"])
-    return SelfTrainResult(records, best["round"], histories, chosen)
+        best_accuracy = max(best_accuracy, accuracy)
+        # Within `tolerance` of the best, the later round wins (see the docstring). The kept
+        # round is then also within `tolerance` of the best of all rounds, later ones included:
+        # a later, better round would have been kept instead.
+        if accuracy >= best_accuracy - tolerance - 1e-9:  # 1e-9: float rounding at the edge
+            kept = {"round": round_number, "state": copy.deepcopy(classifier.state_dict())}
+    classifier.load_state_dict(kept["state"])
+    return SelfTrainResult(records, kept["round"], histories, chosen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -75,12 +77,65 @@ def test_self_train_keeps_the_round_with_the_best_validation_accuracy():
     labelled, validation, pool = toy_data(8, 0), toy_data(40, 1), toy_data(200, 2)[0]
     classifier = trained_classifier(labelled)
     result = self_train(
-        classifier, labelled, pool, validation=validation, rounds=2, epochs=10, **QUIET
+        classifier,
+        labelled,
+        pool,
+        validation=validation,
+        rounds=2,
+        epochs=10,
+        tolerance=0.0,
+        **QUIET,
     )
     accuracies = [record["val_accuracy"] for record in result.rounds]
     assert result.rounds[result.best_round]["val_accuracy"] == max(accuracies)
     kept = (predict(classifier, validation[0]).argmax(dim=1) == validation[1]).float().mean()
     assert kept.item() == pytest.approx(max(accuracies))
+
+
+def test_self_train_keeps_the_last_round_within_tolerance_of_the_best(monkeypatch):
+    # Validation: 50 of class 0, 49 of class 1, 1 of class 2. Each stubbed "fine-tuning" makes
+    # the classifier predict one class for everything, so its validation accuracy is known:
+    # round 0 (as it comes in) 0.01, round 1 0.50, round 2 0.49, round 3 0.01 (a harmful round).
+    images = toy_data(100, 1)[0]
+    validation = (images, torch.tensor([0] * 50 + [1] * 49 + [2]))
+    labelled = toy_data(8, 0)
+
+    def predict_only(classifier, label):
+        with torch.no_grad():
+            classifier.head.weight.zero_()
+            classifier.head.bias.copy_(10.0 * torch.nn.functional.one_hot(torch.tensor(label), 4))
+
+    def run(tolerance):
+        classifier = trained_classifier(labelled)
+        predict_only(classifier, 2)
+        labels_per_round = iter([0, 1, 2])
+
+        def fake_fine_tune(classifier, combined, **options):
+            predict_only(classifier, next(labels_per_round))
+            return SimpleNamespace(history=None)
+
+        monkeypatch.setattr("mtkit.selftrain.fine_tune", fake_fine_tune)
+        result = self_train(
+            classifier,
+            labelled,
+            toy_data(40, 2)[0],
+            validation=validation,
+            rounds=3,
+            tolerance=tolerance,
+            **QUIET,
+        )
+        accuracies = [record["val_accuracy"] for record in result.rounds]
+        assert accuracies == pytest.approx([0.01, 0.50, 0.49, 0.01])
+        guesses = predict(classifier, images).argmax(dim=1)
+        return result.best_round, guesses
+
+    best_round, guesses = run(tolerance=0.0)
+    assert best_round == 1 and (guesses == 0).all()  # strictly the best round
+    best_round, guesses = run(tolerance=0.02)
+    assert best_round == 2 and (guesses == 1).all()  # one image worse, one round later
+    assert run(tolerance=0.01)[0] == 2  # exactly `tolerance` below the best still counts
+    best_round, _ = run(tolerance=0.5)
+    assert best_round == 3  # even the harmful round is within so wide a tolerance
 
 
 def test_threshold_keeps_only_confident_guesses_most_confident_first():
@@ -124,6 +179,9 @@ def test_smoothing_tones_down_a_lone_guess_its_neighbours_disagree_with():
         ({"threshold": 1.5}, "threshold"),
         ({"threshold": -0.1}, "threshold"),
         ({"smoothing": 1.0}, "smoothing"),
+        ({"tolerance": 1.0}, "tolerance"),
+        ({"tolerance": -0.01}, "tolerance"),
+        ({"tolerance": True}, "tolerance"),
         ({"rounds": 0}, "rounds"),
         ({"neighbours": 0}, "neighbours"),
         ({"strategy": "scratch"}, "scratch"),
