@@ -19,8 +19,7 @@ pool's true labels to show how far self-training is from having them all.
     python bench/selftrain_tuning.py --start gradual_unfreeze --variants chosen
     python bench/selftrain_tuning.py --list                   # the variants and their options
 
-About 25 minutes on 2 busy CPU cores for every variant and 10 seeds; --cache FILE keeps the
-pretrained start classifiers between runs (same seeds only).
+About 25 minutes on 2 busy CPU cores for every variant and 10 seeds.
 
 What it showed (seeds 10..19; linear probe 92.9 ± 2.1, the best plain strategy; ceiling 98.0):
 - chosen (8 rounds × 25 epochs, tolerance 0.02): 96.2 ± 1.8, gain +3.3 ± 0.7.
@@ -54,7 +53,6 @@ import argparse
 import copy
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -192,7 +190,6 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the variants and stop")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the true-label row")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--cache", type=Path, help="keep the start classifiers in this file")
     parser.add_argument(
         "--start", choices=STRATEGIES[1:], default="linear_probe", help="where self-training starts"
     )
@@ -204,14 +201,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     splits = inner_splits(args.seeds)
-    if args.cache and args.cache.exists():
-        starts, baselines = torch.load(args.cache, weights_only=False)
-        if sorted(starts[args.start]) != sorted(args.seeds):
-            parser.error(f"{args.cache} holds other seeds than {args.seeds}; use another file")
-    else:
-        starts, baselines = start_classifiers(splits)
-        if args.cache:
-            torch.save((starts, baselines), args.cache)
+    starts, baselines = start_classifiers(splits)
     best = max(baselines, key=lambda name: statistics.mean(baselines[name]))
 
     rows = {name: {"accuracy": scores} for name, scores in baselines.items()}

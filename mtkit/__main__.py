@@ -11,7 +11,10 @@ Every field is optional; absent fields take the defaults below. Example: configs
 
 Each run writes runs/<time>-<name>/ (config.json and config.toml, split.json,
 environment.json, metrics.jsonl, checkpoints/<stage>.pt, summary.json) and prints how each
-stage ended. On several processes:
+stage ended. A run that was stopped (killed, crashed) is finished, exactly as if it had not
+been, with
+  python -m mtkit run --resume runs/<time>-<name>
+On several processes:
   torchrun --standalone --nproc_per_node=2 -m mtkit run CONFIG.toml
 (only rank 0 writes the folder; batch_size is per process).
 """
@@ -51,14 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The fields, with their defaults:\n\n" + describe_config(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", help="the TOML file, e.g. configs/digits_pipeline.toml")
+    run.add_argument("config", nargs="?", help="the TOML file, e.g. configs/digits_pipeline.toml")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish the stopped run in this run folder instead (no CONFIG then)",
+    )
     run.add_argument("--runs-dir", default="runs", help="where run folders go (default runs/)")
     run.add_argument("--progress", action="store_true", help="show progress bars")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and (args.config is None) == (args.resume is None):
+        parser.error("run needs a CONFIG file, or --resume RUN_DIR (not both)")
 
     from mtkit import distributed
     from mtkit.utils import MtkitError
@@ -69,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(args.seeds, args.datasets, quick_settings=args.quick, out_dir=args.out)
         else:
-            from mtkit.pipeline import run_config
+            from mtkit.pipeline import resume, run_config
 
             distributed.setup()  # joins the process group under torchrun; else does nothing
             try:
-                run = run_config(args.config, runs_dir=args.runs_dir, progress=args.progress)
+                if args.resume is not None:
+                    run = resume(args.resume, progress=args.progress)
+                else:
+                    run = run_config(args.config, runs_dir=args.runs_dir, progress=args.progress)
             finally:
                 distributed.cleanup()
             if run.path is not None:  # rank 0 only

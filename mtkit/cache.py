@@ -1,7 +1,8 @@
 """A small on-disk cache for results that take minutes to compute, such as a pretrained encoder.
 
 Entries live under `~/.cache/mtkit` (or $MTKIT_CACHE, or an explicit folder) and are named by a
-hash of everything that determines them, so a changed setting never returns a stale result.
+hash of everything that determines them, so a changed setting never returns a stale result; an
+entry written by another mtkit version is not used either (the code that built it differed).
 They are ordinary mtkit checkpoints: a corrupt or mismatched entry is rebuilt, never trusted.
 """
 
@@ -13,7 +14,7 @@ import os
 import warnings
 from pathlib import Path
 
-from mtkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mtkit.checkpoint import CheckpointError, _mtkit_version, load_checkpoint, save_checkpoint
 
 
 def cache_dir(folder: str | os.PathLike | None = None) -> Path:
@@ -43,11 +44,14 @@ def load_or_build(path: Path, key: str, build):
     otherwise call `build() -> (state_dict, metadata)`, save it atomically at `path`, and return
     (state_dict, metadata, False).
 
-    A file that is corrupt, foreign or for another key is rebuilt (with a warning), not trusted.
+    A file that is corrupt, foreign, for another key or from another mtkit version is rebuilt
+    (with a warning that says why), not trusted. If `build` fails, nothing is written.
     """
+    path = Path(path)
     if path.exists():
+        expected = {"cache_key": key, "mtkit_version": _mtkit_version()}
         try:
-            return (*load_checkpoint(path, expected={"cache_key": key}), True)
+            return (*load_checkpoint(path, expected=expected), True)
         except CheckpointError as error:
             warnings.warn(f"rebuilding the cache entry {path}: {error}", stacklevel=2)
     state_dict, metadata = build()

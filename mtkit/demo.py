@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtkit.checkpoint import write_atomically
 from mtkit.pipeline import (
     AdaptConfig,
     DataConfig,
@@ -148,7 +149,8 @@ def run_demo(
     total = time.perf_counter() - started
     print(f"\nTotal {total:.0f} s. Run folders: {out_dir / 'runs'}")
     results = [dataclasses.asdict(row) | {"mean": row.mean, "std": row.std} for row in rows]
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = json.dumps(results, indent=2) + "\n"
+    write_atomically(out_dir / "results.json", lambda file: file.write(text), mode="w")
     _save_figures(rows, first_runs, out_dir)
     print(f"Saved {out_dir / 'results.json'}, {out_dir / 'accuracy_by_stage.png'} and the curves")
     return rows

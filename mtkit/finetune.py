@@ -399,6 +399,8 @@ def _oversample(inputs: torch.Tensor, labels: torch.Tensor):
 @torch.no_grad()
 def predict(classifier: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Class probabilities for every input: N×num_classes on the CPU, computed in eval mode."""
+    if len(inputs) == 0:
+        raise MtkitError("nothing to predict: the inputs are empty")
     device = next(classifier.parameters()).device
     was_training = classifier.training
     classifier.eval()

@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mtkit.utils import MtkitError
+
 
 def show_images(images, labels=None, class_names=None, columns: int = 10, title: str | None = None):
     """A grid of images.
@@ -20,6 +22,11 @@ def show_images(images, labels=None, class_names=None, columns: int = 10, title:
         images = dataset.images
         labels = dataset.labels if labels is None else labels
         class_names = class_names or dataset.class_names
+    if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4) or len(images) == 0:
+        raise MtkitError(
+            "show_images needs an ImageDataset or a non-empty N×C×H×W image tensor, got "
+            f"{type(images).__name__}"
+        )
     count = len(images)
     columns = max(1, min(columns, count))
     rows = math.ceil(count / columns)
@@ -93,6 +100,8 @@ def plot_embedding_map(codes, labels, class_names=None, method: str = "pca", ax=
     from sklearn.manifold import TSNE
 
     codes = np.asarray(codes)
+    if len(codes) != len(labels):
+        raise MtkitError(f"{len(codes)} codes but {len(labels)} labels: give one label per code")
     if method == "pca":
         points = PCA(n_components=2, random_state=0).fit_transform(codes)
     elif method == "tsne":

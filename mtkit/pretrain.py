@@ -118,6 +118,12 @@ def _images_only(images) -> tuple[torch.Tensor]:
         )
     if tensor.dim() != 4 or len(tensor) == 0:
         raise MtkitError(f"expected a non-empty N×C×H×W image tensor, got {tuple(tensor.shape)}")
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        nan, infinite = int(tensor.isnan().sum()), int(tensor.isinf().sum())
+        raise MtkitError(
+            f"the images hold {nan} NaN and {infinite} infinite pixel values: clean the data "
+            "(e.g. torch.nan_to_num) before training"
+        )
     return (tensor,)
 
 

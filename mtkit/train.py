@@ -90,6 +90,9 @@ class TrainerState:
     """What callbacks see. Set `stop_training = True` (and `stop_reason`) to end after this epoch.
 
     `last_batch_loss` is a detached 0-dim tensor (call float() on it when you need a number).
+    scheduler, scaler and best_weights are here so that a callback can save and restore all of
+    a fit's state (mtkit.pipeline.TrainingState): a callback that sets `epoch` to E in
+    on_train_begin makes fit go on with epoch E + 1.
     """
 
     model: nn.Module
@@ -102,6 +105,9 @@ class TrainerState:
     last_batch_loss: torch.Tensor | None = None
     stop_training: bool = False
     stop_reason: str | None = None
+    scheduler: object | None = None
+    scaler: torch.amp.GradScaler | None = None
+    best_weights: dict | None = None  # a CPU copy of the best epoch's state_dict
 
 
 class Callback:
@@ -122,44 +128,46 @@ def _improved(value: float, best: float | None, monitor: str, min_delta: float =
 
 
 class _MonitorCallback(Callback):
-    """What EarlyStopping and Checkpoint share: watching one recorded metric for improvement."""
+    """What EarlyStopping and Checkpoint share: watching one recorded metric for improvement.
 
-    def __init__(self, monitor: str):
-        self.monitor, self.best, self.value = monitor, None, None
+    What it tracks (the best value, the epochs since) is read off the History, so a resumed fit,
+    which starts with the epochs recorded before it was stopped, needs nothing else.
+    """
+
+    def __init__(self, monitor: str, min_delta: float = 0.0):
+        self.monitor, self.min_delta, self.best, self.value = monitor, min_delta, None, None
 
     def on_train_begin(self, trainer):
         if self.monitor.startswith("val_") and not trainer.has_validation:
             name = type(self).__name__
             raise MtkitError(f"{name} monitors {self.monitor!r}; pass val_data to fit()")
-        self.best = None
+        self.best, self.bad_epochs, self.seen = None, 0, 0
 
-    def _improved(self, trainer, min_delta: float = 0.0) -> bool:
-        """Read the monitored value of the epoch that just ended; True when it is a new best."""
-        record = trainer.history.last
-        if self.monitor not in record:
-            name = type(self).__name__
-            raise MtkitError(f"{name} monitors {self.monitor!r}; recorded are {list(record)}")
-        self.value = record[self.monitor]
-        if _improved(self.value, self.best, self.monitor, min_delta):
-            self.best = self.value
-            return True
-        return False
+    def _improved(self, trainer) -> bool:
+        """Read the monitored value of each epoch recorded since the last call (one, or all of
+        them after a resume); True when the last is a new best."""
+        improved = False
+        for record in trainer.history.records[self.seen :]:
+            if self.monitor not in record:
+                name = type(self).__name__
+                raise MtkitError(f"{name} monitors {self.monitor!r}; recorded are {list(record)}")
+            self.value = record[self.monitor]
+            improved = _improved(self.value, self.best, self.monitor, self.min_delta)
+            self.best = self.value if improved else self.best
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        self.seen = len(trainer.history.records)
+        return improved
 
 
 class EarlyStopping(_MonitorCallback):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0):
-        super().__init__(monitor)
+        super().__init__(monitor, check_positive("min_delta", min_delta, allow_zero=True))
         self.patience = check_positive("patience", patience, integer=True)
-        self.min_delta = check_positive("min_delta", min_delta, allow_zero=True)
-
-    def on_train_begin(self, trainer):
-        super().on_train_begin(trainer)
-        self.bad_epochs = 0
 
     def on_epoch_end(self, trainer):
-        self.bad_epochs = 0 if self._improved(trainer, self.min_delta) else self.bad_epochs + 1
+        self._improved(trainer)
         if self.bad_epochs >= self.patience:
             trainer.stop_training, trainer.stop_reason = True, "early_stopping"
 
@@ -385,15 +393,21 @@ def fit(
 
     # 3. The loop.
     history = History(monitor=monitor)
-    state = TrainerState(model, optimizer, history, epochs, has_validation=val_data is not None)
-    best_weights = None  # a CPU copy of the best epoch's state_dict
+    state = TrainerState(
+        model, optimizer, history, epochs, val_data is not None, scheduler=scheduler, scaler=scaler
+    )
     show_progress = progress and distributed.is_main_process()
-    bar = tqdm(range(1, epochs + 1), desc="fit", unit="epoch", disable=not show_progress)
+    bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not show_progress)
     started = time.perf_counter()
     try:
         for callback in callbacks:
             callback.on_train_begin(state)
-        for epoch in bar:
+        # A callback may have resumed an interrupted fit (mtkit.pipeline.TrainingState): restored
+        # the weights, optimizer, History, ... of epoch state.epoch, or of a fit that had stopped.
+        bar.update(state.epoch)
+        for epoch in range(state.epoch + 1, epochs + 1):
+            if state.stop_training:  # only a resumed fit that had already stopped
+                break
             epoch_started, state.epoch = time.perf_counter(), epoch
             record = {"epoch": epoch}
             lr_at_start = optimizer.param_groups[0]["lr"]
@@ -409,10 +423,14 @@ def fit(
                     history.stopped_reason = "diverged"
                     current_lr = optimizer.param_groups[0]["lr"]
                     peak_lr = max(max_lr) if isinstance(max_lr, list) else max_lr
+                    why = (
+                        f" (lr={current_lr:g}); the learning rate is probably too high: "
+                        f"try lr={peak_lr / 10:g}"
+                    )
+                    if any(t.is_floating_point() and not t.isfinite().all() for t in batch):
+                        why = "; the batch holds NaN or infinite values: check the data"
                     raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch}, step {state.step + 1} "
-                        f"(lr={current_lr:g}); the learning rate is probably too high: "
-                        f"try lr={peak_lr / 10:g}",
+                        f"loss became {loss.item()} at epoch {epoch}, step {state.step + 1}{why}",
                         history,
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -441,12 +459,13 @@ def fit(
                     raise MtkitError(f"monitor={monitor!r} is not recorded: {list(record)}")
                 if _improved(record[monitor], history.best_value, monitor):
                     history.best_epoch, history.best_value = epoch, record[monitor]
-                    best_weights = {
+                    state.best_weights = {
                         k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
                     }
             record.update(lr=lr_at_start, seconds=time.perf_counter() - epoch_started)
             history.records.append(record)
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.endswith("loss")})
+            bar.update()
 
             for callback in callbacks:
                 callback.on_epoch_end(state)
@@ -456,14 +475,14 @@ def fit(
     except KeyboardInterrupt:  # e.g. Jupyter's stop button: keep what was learned so far
         history.stopped_reason = "interrupted"
         message = f"fit: interrupted during epoch {state.epoch}"
-        if restore_best and best_weights is not None:
+        if restore_best and state.best_weights is not None:
             message += f"; restoring the best weights (epoch {history.best_epoch})"
         print(message)
     finally:
         bar.close()
         history.total_seconds = time.perf_counter() - started
-        if restore_best and best_weights is not None:
-            model.load_state_dict(best_weights)
+        if restore_best and state.best_weights is not None:
+            model.load_state_dict(state.best_weights)
     for callback in callbacks:
         callback.on_train_end(state)
     return history

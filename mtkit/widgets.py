@@ -59,19 +59,29 @@ def hyperparameter(
         options = list(options)
         if default not in options:
             raise MtkitError(f"default {default!r} is not one of the options {options}")
-    elif isinstance(default, (int, float)) and not isinstance(default, bool):
-        if low is None or high is None or not low <= default <= high:
+    elif _is_number(default):
+        if not (_is_number(low) and _is_number(high)) or not low <= default <= high:
             raise MtkitError(
                 f"a numeric hyperparameter needs low <= default <= high, got "
                 f"low={low}, default={default}, high={high}"
             )
         if log and low <= 0:
             raise MtkitError(f"a log-scale slider needs low > 0, got {low}")
+    elif not isinstance(default, bool):
+        raise MtkitError(
+            f"a hyperparameter of default {default!r} needs options=[...] (a dropdown); "
+            "numbers need low and high (a slider), booleans need nothing (a checkbox)"
+        )
     return dataclasses.field(default=default, metadata={"widget": spec})
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_ranges(config) -> None:
-    """Raise MtkitError if a field of `config` lies outside its declared range or options."""
+    """Raise MtkitError if a field of `config` lies outside its declared range or options, or
+    a slider's field holds something other than a number (an integer for an integer slider)."""
     for field in dataclasses.fields(config):
         spec = field.metadata.get("widget")
         value = getattr(config, field.name)
@@ -80,7 +90,14 @@ def check_ranges(config) -> None:
         name = spec["label"] or field.name
         if spec["options"] is not None and value not in spec["options"]:
             raise MtkitError(f"{name}: {value!r} is not one of {list(spec['options'])}")
-        if spec["low"] is not None and not spec["low"] <= value <= spec["high"]:
+        if spec["low"] is None:
+            continue
+        integer = isinstance(field.default, int) and not spec["log"]  # an IntSlider's
+        if not _is_number(value) or (integer and not isinstance(value, int)):
+            raise MtkitError(
+                f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}"
+            )
+        if not spec["low"] <= value <= spec["high"]:
             raise MtkitError(f"{name} must lie in [{spec['low']}, {spec['high']}], got {value}")
 
 
@@ -134,6 +151,7 @@ class HyperparameterPanel:
             config = config()
         if not dataclasses.is_dataclass(config):
             raise MtkitError(f"HyperparameterPanel needs a dataclass config, got {type(config)}")
+        check_ranges(config)  # a slider would silently clamp a value outside its range
         self._config_type = type(config)
         self._fn = run
         self.result = None
@@ -182,10 +200,24 @@ class HyperparameterPanel:
         return config
 
     def set(self, **values) -> HyperparameterPanel:
-        """Move controls programmatically (as a learner would with the mouse); returns the panel."""
-        for name, value in values.items():
+        """Move controls programmatically (as a learner would with the mouse); returns the panel.
+
+        Raises MtkitError, changing nothing, for an unknown control or a value its control cannot
+        take (outside a slider's range, not among a dropdown's options, of the wrong type).
+        """
+        for name in values:
             if name not in self.controls:
                 raise MtkitError(f"no control named {name!r}; controls: {sorted(self.controls)}")
+        current = {name: control.value for name, control in self.controls.items()}
+        try:
+            wanted = self._config_type(**{**current, **values}, **self._fixed)
+        except (TypeError, ValueError) as error:
+            raise MtkitError(str(error)) from error
+        check_ranges(wanted)
+        for name, value in values.items():
+            if isinstance(self.controls[name], widgets.Checkbox) and not isinstance(value, bool):
+                raise MtkitError(f"{name} must be True or False, got {value!r}")
+        for name, value in values.items():
             self.controls[name].value = value
         return self
 

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from mtkit import cache
 from mtkit.cache import cache_dir, cache_key, fingerprint, load_or_build
 
 
@@ -43,3 +45,22 @@ def test_cache_dir_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MTKIT_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path
     assert cache_dir(tmp_path / "x") == tmp_path / "x"
+
+
+def test_an_entry_of_another_mtkit_version_is_rebuilt(tmp_path, monkeypatch):
+    calls = []
+    load_or_build(tmp_path / "entry.pt", "k1", _builder(calls))
+    monkeypatch.setattr(cache, "_mtkit_version", lambda: "99.0")
+    with pytest.warns(UserWarning, match=r"(?s)entry\.pt.*mtkit_version: expected '99.0'"):
+        assert load_or_build(tmp_path / "entry.pt", "k1", _builder(calls))[2] is False
+    assert calls == [1, 1]
+
+
+def test_a_failed_build_writes_nothing_and_a_later_one_succeeds(tmp_path):
+    def broken():
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        load_or_build(tmp_path / "entry.pt", "k1", broken)
+    assert list(tmp_path.iterdir()) == []
+    assert load_or_build(tmp_path / "entry.pt", "k1", _builder([]))[2] is False

@@ -135,7 +135,13 @@ class ImageDataset:
         class_names: optional list of names; defaults to "0", "1", ... up to the largest label.
         Raises MtkitError saying what was expected and what was got.
         """
-        images = torch.as_tensor(images)
+        try:
+            images = torch.as_tensor(images)
+        except (TypeError, ValueError, RuntimeError):
+            raise MtkitError(
+                "images must be a tensor or array of shape (N, H, W) or (N, C, H, W), got "
+                f"{type(images).__name__}"
+            ) from None
         if images.ndim == 3:
             images = images.unsqueeze(1)
         if images.ndim != 4:

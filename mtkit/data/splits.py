@@ -93,7 +93,12 @@ def few_labels(
     3. Everything left is the unlabelled pool, returned with its labels hidden.
     Every example lands in exactly one part. Returns a FewLabelSplit.
     """
-    if getattr(dataset, "labels", None) is None:
+    if not isinstance(dataset, (ImageDataset, TextDataset)):
+        raise MtkitError(
+            f"few_labels splits an ImageDataset or a TextDataset, got {type(dataset).__name__}; "
+            "build one with ImageDataset.from_tensors or TextDataset.from_lists"
+        )
+    if dataset.labels is None:
         raise MtkitError("few_labels needs a labelled dataset, but this one has labels=None")
     check_positive("labels_per_class", labels_per_class, integer=True)
     if validation_per_class is None:

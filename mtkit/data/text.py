@@ -141,6 +141,11 @@ class TextDataset:
     def tensors_for(self, tokenizer, max_length: int = 48) -> tuple[torch.Tensor, ...]:
         """Token ids (N×max_length int64), with the labels if there are any: the `(ids, labels)`
         or `(ids,)` tuple that `fit`, `fine_tune` and `pretrain_masked_tokens` take."""
+        if not callable(getattr(tokenizer, "encode", None)):
+            raise MtkitError(
+                f"tensors_for needs the tokenizer the model was trained with, got "
+                f"{type(tokenizer).__name__}"
+            )
         ids = tokenizer.encode(self.texts, max_length=max_length)
         return (ids,) if self.labels is None else (ids, self.labels)
 

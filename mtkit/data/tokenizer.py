@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from mtkit.checkpoint import write_atomically
 from mtkit.utils import MtkitError, check_positive
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>")
@@ -103,7 +103,13 @@ class Tokenizer:
         A 1-D input counts as one row. Tokens are joined with single spaces; <pad> and <cls>
         are dropped. Returns a list of strings.
         """
-        ids = torch.as_tensor(ids)
+        try:
+            ids = torch.as_tensor(ids)
+        except (TypeError, ValueError, RuntimeError):  # a string, ragged lists, ...
+            raise MtkitError(
+                f"ids must be integers of shape (N, L) or (L,), got {type(ids).__name__} "
+                f"{ids!r:.60}"
+            ) from None
         if ids.ndim == 1:
             ids = ids.unsqueeze(0)
         if ids.ndim != 2 or ids.is_floating_point():
@@ -160,19 +166,14 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON. The file is written next to `path` and then renamed over
         it, so a crash never leaves a half-written tokenizer behind."""
-        path = Path(path)
-        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(self.to_dict(), file, ensure_ascii=False)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        data = self.to_dict()
+        write_atomically(path, lambda file: json.dump(data, file, ensure_ascii=False), mode="w")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         """Read a tokenizer written by `save`; MtkitError if the file is not one."""
+        if not Path(path).is_file():
+            raise MtkitError(f"{path} does not exist (or is not a file): no tokenizer to load")
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:

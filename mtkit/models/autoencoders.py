@@ -30,11 +30,27 @@ class Encoder(nn.Sequential):
     bottom (closest to the pixels) to top.
     """
 
-    def __init__(self, blocks: dict[str, nn.Module], output_size: int):
+    def __init__(
+        self,
+        blocks: dict[str, nn.Module],
+        output_size: int,
+        input_shape: tuple[int, ...] | None = None,
+    ):
         super().__init__()
         for name, block in blocks.items():
             self.add_module(name, block)
         self.output_size = output_size
+        self.input_shape = input_shape  # C×H×W when known: checked so a mismatch reads clearly
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """N×C×H×W images (or whatever the first block takes) → N×output_size codes."""
+        expected = self.input_shape
+        if expected is not None and (inputs.dim() != 4 or tuple(inputs.shape[1:]) != expected):
+            raise MtkitError(
+                f"this encoder expects images of shape N×{'×'.join(map(str, expected))}, got "
+                f"{tuple(inputs.shape)}: was it pretrained on another dataset?"
+            )
+        return super().forward(inputs)
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
         """[(name, block), ...] for the blocks that hold parameters, bottom first."""
@@ -127,7 +143,7 @@ class DenseAutoencoder(_Autoencoder):
             blocks[f"block{index}"] = _dense_block(width_in, width_out)
             width_in = width_out
         blocks["latent"] = nn.Linear(width_in, config.latent_size)
-        self.encoder = Encoder(blocks, config.latent_size)
+        self.encoder = Encoder(blocks, config.latent_size, tuple(config.input_shape))
         self.decoder = _dense_decoder(config)
 
 
@@ -155,7 +171,7 @@ class ConvAutoencoder(_Autoencoder):
             channels_in = channels_out
         flat = channels_in * sizes[-1][0] * sizes[-1][1]
         blocks["latent"] = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.latent_size))
-        self.encoder = Encoder(blocks, config.latent_size)
+        self.encoder = Encoder(blocks, config.latent_size, tuple(config.input_shape))
 
         decoder = nn.Sequential()
         decoder.add_module("expand", nn.Sequential(nn.Linear(config.latent_size, flat), nn.ReLU()))
@@ -194,7 +210,7 @@ class VariationalAutoencoder(_Autoencoder):
             blocks[f"block{index}"] = _dense_block(width_in, width_out)
             width_in = width_out
         blocks["latent"] = nn.Linear(width_in, config.latent_size)
-        self.encoder = Encoder(blocks, config.latent_size)
+        self.encoder = Encoder(blocks, config.latent_size, tuple(config.input_shape))
         self.log_variance = nn.Linear(width_in, config.latent_size)
         self.decoder = _dense_decoder(config)
 

@@ -254,6 +254,11 @@ def mask_tokens(
     """
     if not 0 < rate < 1:
         raise MtkitError(f"the masking rate is a fraction in (0, 1), got {rate}")
+    if vocab_size <= max(special_ids) + 1:
+        raise MtkitError(
+            f"vocab_size={vocab_size} leaves no ordinary words after the special ids "
+            f"{special_ids}: random replacements need at least one"
+        )
     device = token_ids.device
 
     def uniform(shape):

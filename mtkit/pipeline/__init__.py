@@ -6,6 +6,7 @@
     model = rollback(run, "finetune")         # that stage's weights back, exactly
 
     run = run_config("configs/digits_pipeline.toml")      # the same from a config file
+    run = resume("runs/20261122-083248-digits")           # finish a run that was killed
 
 A *stage* is one training call (pretrain_autoencoder, fine_tune, train_adapter, ...) with
 explicit exit criteria: at most `max_epochs`, early stopping after `patience` epochs without
@@ -19,13 +20,17 @@ to the next stage. Every run leaves a folder behind that says exactly what happe
         metrics.jsonl        one line per epoch: {"stage": "finetune", "epoch": 3, ...}
         checkpoints/<stage>.pt   the weights each stage ended with (atomic, weights only)
         summary.json         per stage: why it stopped, epochs, best epoch, scores, seconds
+        resume/<stage>.pt    while the run is unfinished: each stage's whole training state
+                             after its last epoch, so a killed run can be finished exactly
 
 The files, one idea each:
     exit.py      ExitCriteria, TargetReached: when a stage stops
     runner.py    Stage, StageOutput, RunContext, Pipeline: running stages, writing the folder
     records.py   Run, StageRecord, rollback, compare_runs: reading a run folder back
     config.py    PipelineConfig and its sections, read from TOML with a check per field
-    stages.py    pretrain_stage, finetune_stage, adapt_stage, build_pipeline, run_config
+    stages.py    pretrain_stage, finetune_stage, adapt_stage, build_pipeline, run_config,
+                 resume
+    training_state.py  TrainingState: a fit's whole state after every epoch, to go on from
     search.py    staged_search, SearchResult: hyperparameters chosen one stage at a time
 """
 
@@ -49,8 +54,10 @@ from mtkit.pipeline.stages import (
     finetune_stage,
     make_split,
     pretrain_stage,
+    resume,
     run_config,
 )
+from mtkit.pipeline.training_state import TrainingState
 
 __all__ = [
     "AdaptConfig",
@@ -69,6 +76,7 @@ __all__ = [
     "StageOutput",
     "StageRecord",
     "TargetReached",
+    "TrainingState",
     "adapt_stage",
     "build_pipeline",
     "compare_runs",
@@ -78,6 +86,7 @@ __all__ = [
     "load_config",
     "make_split",
     "pretrain_stage",
+    "resume",
     "rollback",
     "run_config",
     "staged_search",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import textwrap
 import types
 import typing
@@ -38,6 +39,15 @@ PRETRAIN_METHODS = ("autoencoder", "denoising_autoencoder", "vae", "masked_token
 ADAPT_METHODS = ("lora", "bottleneck")
 SCHEDULES = ("none", "cosine", "one_cycle")
 CLASSIFIER_METRICS = ("val_loss", "val_accuracy")
+
+
+def check_file_name(what: str, name) -> str:
+    """`name` if it can name a file or folder as it is: letters, digits, "-", "_", "."."""
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name) or name in (".", ".."):
+        raise MtkitError(
+            f"{what} names files and folders: use letters, digits, '-', '_' or '.', got {name!r}"
+        )
+    return name
 
 
 def option(default, help: str, choices=None):
@@ -228,6 +238,7 @@ class PipelineConfig:
 
     def __post_init__(self):
         self.stages = tuple(self.stages)
+        check_file_name("name", self.name)
         check_positive("seed", self.seed, integer=True, allow_zero=True)
         if not self.stages or any(s not in STAGE_NAMES for s in self.stages):
             raise MtkitError(f"stages must be taken from {list(STAGE_NAMES)}, got {self.stages}")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mtkit import distributed
-from mtkit.checkpoint import load_model_state
+from mtkit.checkpoint import load_model_state, write_atomically
 from mtkit.utils import MtkitError
 
 
@@ -84,10 +84,7 @@ class Run:
         """Every epoch's record from metrics.jsonl, each with its "stage"."""
         if self.path is None:
             raise MtkitError("this run wrote no folder (not rank 0 of a distributed run)")
-        file = self.path / "metrics.jsonl"
-        if not file.exists():
-            return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        return read_metrics(self.path / "metrics.jsonl")
 
     def plot(self, metrics=("train_loss", "val_loss")):
         """One panel per stage: `metrics` against epoch, titled with how the stage ended."""
@@ -115,13 +112,18 @@ class Run:
     def load(cls, path) -> Run:
         """Read a run folder back (without models)."""
         path = Path(path)
-        summary_file = path / "summary.json"
-        if not summary_file.exists():
-            raise MtkitError(f"{path} is not a run folder: it has no summary.json")
-        summary = json.loads(summary_file.read_text())
-        config = json.loads((path / "config.json").read_text())
-        stages = [StageRecord(**record) for record in summary["stages"]]
-        return cls(path, summary["name"], config, stages, seconds=summary["seconds"])
+        if (path / "config.json").is_file() and not (path / "summary.json").exists():
+            raise MtkitError(
+                f"{path} holds a run that stopped before its first stage ended; finish it with "
+                "mtkit.pipeline.resume (or pipeline.resume) first"
+            )
+        summary = read_json(path / "summary.json", f"{path} is not a run folder")
+        config = read_json(path / "config.json", f"{path} is not a run folder")
+        try:
+            stages = [StageRecord(**record) for record in summary["stages"]]
+            return cls(path, summary["name"], config, stages, seconds=summary["seconds"])
+        except (KeyError, TypeError) as error:
+            raise MtkitError(f"{path / 'summary.json'} is not a run summary ({error!r})") from None
 
 
 def rollback(run: Run | str | Path, stage: str, model: nn.Module | None = None) -> nn.Module:
@@ -262,7 +264,55 @@ def new_run_folder(runs_dir: Path, name: str) -> Path:
 
 
 def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    """Write `value` as JSON, atomically: a crash leaves the old file or the new, never half."""
+    text = json.dumps(value, indent=2, default=str) + "\n"
+    write_atomically(path, lambda file: file.write(text), mode="w")
+
+
+def read_json(path: Path, what: str):
+    """The JSON in `path`; MtkitError starting with `what` if it is missing or not JSON."""
+    if not path.is_file():
+        raise MtkitError(f"{what}: it has no {path.name}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MtkitError(f"{what}: {path} is not valid JSON ({error})") from None
+
+
+# metrics.jsonl is appended to after every epoch, so a process killed while writing can leave
+# a last line cut short: readers skip it, and a resumed run rewrites the file without it.
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Every complete row of a metrics.jsonl file (none when it does not exist)."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):  # only the last line can have been cut short by a crash
+                raise MtkitError(f"{path}, line {number}, is not valid JSON") from None
+    return rows
+
+
+def append_metrics(path: Path, stage: str, record: dict) -> None:
+    """Add one epoch's record of `stage` to metrics.jsonl."""
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps({"stage": stage, **record}) + "\n")
+
+
+def replace_stage_metrics(path: Path, stage: str, records: list[dict]) -> None:
+    """Rewrite metrics.jsonl (atomically) with `records` as the rows of `stage`, after the
+    rows of the other stages (a resumed stage: the epochs its restored History holds)."""
+    rows = [row for row in read_metrics(path) if row.get("stage") != stage]
+    rows += [{"stage": stage, **record} for record in records]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    write_atomically(path, lambda file: file.write(text), mode="w")
 
 
 def write_summary(run: Run, finished: bool = False, error: str | None = None) -> None:

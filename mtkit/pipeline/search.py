@@ -14,7 +14,13 @@ from torch import nn
 
 from mtkit import distributed
 from mtkit.pipeline.config import PipelineConfig, read_section
-from mtkit.pipeline.records import format_table, new_run_folder, score_text, write_json
+from mtkit.pipeline.records import (
+    format_table,
+    new_run_folder,
+    score_text,
+    write_atomically,
+    write_json,
+)
 from mtkit.pipeline.runner import RunContext
 from mtkit.pipeline.stages import build_pipeline, classifier_scores, make_split, probe_scores
 from mtkit.utils import MtkitError, check_positive
@@ -169,11 +175,12 @@ def _fields_set(section) -> dict:
 
 
 def _write_search(result: SearchResult) -> None:
+    """Every file atomically (write_atomically): a crash never leaves half of one."""
     import csv
 
     import matplotlib.pyplot as plt
 
-    with (result.path / "results.csv").open("w", newline="") as file:
+    def write_csv(file):
         writer = csv.writer(file)
         writer.writerow(["stage", "trial", "settings", "val_accuracy", "seconds", "chosen"])
         for r in result.rows:
@@ -181,11 +188,16 @@ def _write_search(result: SearchResult) -> None:
             writer.writerow(
                 [r["stage"], r["trial"], settings, r["val_accuracy"], r["seconds"], r["chosen"]]
             )
+
+    write_atomically(result.path / "results.csv", write_csv, mode="w")
     write_json(
         result.path / "results.json",
         {"rows": result.rows, "test_accuracy_of_best": result.test_accuracy},
     )
-    (result.path / "best_config.toml").write_text(result.best_config.to_toml())
+    toml = result.best_config.to_toml()
+    write_atomically(result.path / "best_config.toml", lambda file: file.write(toml), mode="w")
     figure = result.plot()
-    figure.savefig(result.path / "search.png", dpi=100)
+    write_atomically(
+        result.path / "search.png", lambda file: figure.savefig(file, format="png", dpi=100)
+    )
     plt.close(figure)

@@ -286,3 +286,21 @@ def run_config(
         config = load_config(config)
     context = RunContext(make_split(config.data), seed=config.seed, progress=progress)
     return build_pipeline(config).run(context, runs_dir=runs_dir, callbacks=callbacks)
+
+
+def resume(run_dir, *, progress=False, callbacks=()) -> Run:
+    """Finish a run of `run_config` (or `python -m mtkit run`) that was stopped: killed, crashed,
+    or its machine switched off. Returns the Run, the same as if it had never stopped.
+
+    Reads the run's config.toml and split, skips the stages that had finished, and goes on
+    with the stopped stage after its last finished epoch (see Pipeline.resume).
+    """
+    folder = Path(run_dir)
+    if not (folder / "config.toml").is_file():
+        raise MtkitError(
+            f"cannot resume {folder}: it has no config.toml, so it is not a run folder of "
+            "run_config; a Pipeline you built resumes with pipeline.resume(folder, context)"
+        )
+    config = load_config(folder / "config.toml")
+    context = RunContext(make_split(config.data), seed=config.seed, progress=progress)
+    return build_pipeline(config).resume(folder, context, callbacks=callbacks)
