@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/label_efficiency.py --markdown BENCHMARKS.md
 	$(BIN)/python bench/adapters.py --markdown BENCHMARKS.md
 	$(BIN)/python bench/text.py --markdown BENCHMARKS.md
+	$(BIN)/python bench/memory.py --markdown BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
