@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 
@@ -18,3 +20,15 @@ def write_section(path: Path, title: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def machine() -> str:
+    """One line naming the machine, core and thread counts and versions a benchmark ran on."""
+    import torch  # here, so writing a section does not need torch
+
+    processor = platform.processor() or platform.machine()
+    return (
+        f"{platform.system()} {platform.release()} ({processor}), {os.cpu_count()} CPU cores, "
+        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )

@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
+from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_images
 from mtkit.experiments import (
@@ -40,15 +38,6 @@ from mtkit.finetune import STRATEGIES, forgetting, predict
 
 SECTION_TITLE = "## Label efficiency (bench/label_efficiency.py)"
 TEST_SIZE = 500
-
-
-def machine() -> str:
-    processor = platform.processor() or platform.machine()
-    return (
-        f"{platform.system()} {platform.release()} ({processor}), {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
-    )
 
 
 def headline(table) -> list[str]:

@@ -29,14 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
+from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 SECTION_TITLE = "## Memory (bench/memory.py)"
 BOUND_MB = 2000  # what the kit promises: every measurement below stays under this
@@ -189,17 +188,6 @@ def measure_in_fresh_process(name: str) -> dict:
         env={**os.environ, "MTKIT_DEVICE": "cpu", **MEASUREMENTS[name][2]},
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    import torch
-
-    processor = platform.processor() or platform.machine()
-    return (
-        f"{platform.system()} {platform.release()} ({processor}), {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
-    )
 
 
 def markdown_section(results: dict[str, dict]) -> str:

@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
-from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
+from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_text
 from mtkit.experiments import PretrainCache, label_efficiency, paired_difference, summarize
@@ -40,15 +37,6 @@ SCRATCH = "same Transformer from scratch"
 FULL = "pretrained + full"
 TFIDF = "TF-IDF + logistic regression"
 RESULTS = Path(__file__).parent / "results" / "text.json"
-
-
-def machine() -> str:
-    processor = platform.processor() or platform.machine()
-    return (
-        f"{platform.system()} {platform.release()} ({processor}), {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}"
-    )
 
 
 def tune(tweets, seeds=(100, 101, 102), labels_per_class: int = 100) -> list[str]:
