@@ -94,7 +94,7 @@ class TransformerBlock(nn.Module):
 class TextEncoder(nn.Module):
     """Token ids N×L → pooled features N×width (also: `sequence` gives N×L×width).
 
-    Layer groups, bottom to top: "embeddings", "block0", ..., "final_norm".
+    Layer groups, bottom to top: "embeddings", ("prompt" when set), "block0", ..., "final_norm".
     `prompt` may hold a module (see adapters.PromptTuning) that gets the token embeddings and
     the padding mask and returns longer ones with learned vectors in front.
     """
@@ -136,6 +136,8 @@ class TextEncoder(nn.Module):
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
         groups = [("embeddings", self.embeddings)]
+        if self.prompt is not None:  # prompt tuning's vectors sit between embeddings and blocks
+            groups.append(("prompt", self.prompt))
         groups += [(f"block{index}", block) for index, block in enumerate(self.blocks)]
         return groups + [("final_norm", self.final_norm)]
 

@@ -165,3 +165,20 @@ def test_trimmed_padding_changes_neither_features_nor_masked_loss():
     loss_short, _ = model.loss(inputs[:, :8], targets[:, :8])
     assert torch.allclose(loss_long, loss_short, atol=1e-6)
     assert torch.allclose(encoder(long), encoder(ids), atol=1e-6)
+
+
+def test_prompt_tuning_trains_the_prompt_vectors_and_nothing_else_in_the_encoder():
+    from mtkit.adapters import PromptTuning, freeze_base, train_adapter
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, heads=2)
+    encoder.prompt = PromptTuning(16, num_prompts=3)
+    classifier = Classifier(encoder, num_classes=2)
+    freeze_base(classifier)
+    classifier.head.requires_grad_(True)
+    assert "prompt" in [name for name, _ in encoder.layer_groups()]
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    ids = _ids(count=16)
+    train_adapter(classifier, (ids, torch.arange(16) % 2), epochs=3, lr=1e-2, progress=False)
+    moved = {k for k, v in classifier.state_dict().items() if not torch.equal(before[k], v)}
+    assert moved == {"encoder.prompt.adapters.default.vectors", "head.weight", "head.bias"}
