@@ -9,6 +9,7 @@ from mtkit import (
     experiments,
     pipeline,
     plots,
+    pretrained_experiments,
     stats,
     text_experiments,
 )
@@ -61,6 +62,12 @@ from mtkit.models import (
     VariationalAutoencoder,
     build_autoencoder,
 )
+from mtkit.models.pretrained import (
+    PretrainedTextEncoder,
+    PretrainedTextModel,
+    WordPieceTokenizer,
+    load_pretrained_text_encoder,
+)
 from mtkit.pipeline import (
     ExitCriteria,
     Pipeline,
@@ -86,6 +93,7 @@ from mtkit.pretrain import (
     pretrained_text_encoder,
     reconstruction_error,
 )
+from mtkit.pretrained_experiments import PretrainedTransformerMethod, embed_texts
 from mtkit.selftrain import SelfTrainResult, self_train
 from mtkit.stats import (
     Comparison,
@@ -118,6 +126,13 @@ __all__ = [
     "pipeline",
     "stats",
     "text_experiments",
+    "pretrained_experiments",
+    "PretrainedTextEncoder",
+    "PretrainedTextModel",
+    "WordPieceTokenizer",
+    "load_pretrained_text_encoder",
+    "PretrainedTransformerMethod",
+    "embed_texts",
     "adapt_to_shift",
     "detect_drift",
     "ClassErrors",
