@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test lab bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: venv demo test test-ui check-chromium lab bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +25,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check mtkit tests bench
 	$(BIN)/ruff format --check mtkit tests bench
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+	MTKIT_UI_TESTS=0 $(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+
+# Every notebook in JupyterLab in a real browser (Debian's Chromium, driven by Playwright): Run
+# All, the panel's sliders, Run and Stop. Screenshots go to test-artifacts/screenshots/.
+test-ui: check-chromium $(STAMP)
+	MTKIT_UI_TESTS=1 MTKIT_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -v -s tests/browser
+
+check-chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "make test-ui needs Chromium at $(CHROMIUM), and it is not there. Install it with"; \
+	  echo "    sudo apt-get update && sudo apt-get install -y chromium"; \
+	  echo "(or run make test-ui CHROMIUM=/path/to/chromium). No browser is downloaded."; \
+	  exit 1; }
 
 lab: $(STAMP)
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(BIN)/jupyter lab notebooks/

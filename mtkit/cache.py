@@ -39,13 +39,15 @@ def fingerprint(texts) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_or_build(path: Path, key: str, build):
+def load_or_build(path: Path, key: str, build, keep=None):
     """Return (state_dict, metadata, True) from `path` when it holds the entry for `key`;
     otherwise call `build() -> (state_dict, metadata)`, save it atomically at `path`, and return
     (state_dict, metadata, False).
 
     A file that is corrupt, foreign, for another key or from another mtkit version is rebuilt
-    (with a warning that says why), not trusted. If `build` fails, nothing is written.
+    (with a warning that says why), not trusted. If `build` fails, nothing is written; nor when
+    `keep(metadata)` says False (a run that was stopped early is returned, but not cached as if
+    it were the finished one).
     """
     path = Path(path)
     if path.exists():
@@ -55,5 +57,7 @@ def load_or_build(path: Path, key: str, build):
         except CheckpointError as error:
             warnings.warn(f"rebuilding the cache entry {path}: {error}", stacklevel=2)
     state_dict, metadata = build()
+    if keep is not None and not keep(metadata):
+        return state_dict, {**metadata, "cache_key": key}, False
     save_checkpoint(path, state_dict, {**metadata, "cache_key": key})
     return state_dict, {**metadata, "cache_key": key}, False

@@ -303,7 +303,9 @@ def pretrained_text_encoder(
     else:
         key = cache_key(config=asdict(config), texts=fingerprint(texts), kind="masked_tokens")
         path = cache_dir(cache) / f"text-encoder-{key}.pt"
-        state_dict, metadata, from_cache = load_or_build(path, key, build)
+        # Training stopped by Stop or a kernel interrupt is returned, never cached as finished.
+        finished = lambda metadata: metadata["history"]["stopped_reason"] != "interrupted"  # noqa: E731
+        state_dict, metadata, from_cache = load_or_build(path, key, build, keep=finished)
     tokenizer = Tokenizer.from_dict(metadata["tokenizer"])
     model = MaskedTokenModel(encoder_for(tokenizer))
     model.load_state_dict(state_dict)

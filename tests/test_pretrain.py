@@ -121,6 +121,27 @@ def test_pretrained_text_encoder_is_cached_by_config(tmp_path):
         mt.pretrained_text_encoder([], config, cache=tmp_path)
 
 
+def test_an_interrupted_text_pretraining_is_returned_but_not_cached(tmp_path):
+    """Stop (or a kernel interrupt) ends fit early: the cache must not pass that half-trained
+    encoder off as the finished one next time."""
+    config = mt.TextPretrainConfig(
+        vocab_size=100, max_length=8, width=16, heads=2, epochs=3, batch_size=16
+    )
+
+    def interrupt(trainer):
+        raise KeyboardInterrupt
+
+    stopper = mt.LambdaCallback(on_batch_end=interrupt)
+    stopped = mt.pretrained_text_encoder(
+        TOY_TEXTS, config, cache=tmp_path, progress=False, callbacks=[stopper]
+    )
+    assert stopped.history.stopped_reason == "interrupted" and not stopped.from_cache
+    assert not list(tmp_path.glob("text-encoder-*.pt"))
+    finished = mt.pretrained_text_encoder(TOY_TEXTS, config, cache=tmp_path, progress=False)
+    assert not finished.from_cache and finished.history.stopped_reason == "completed"
+    assert len(list(tmp_path.glob("text-encoder-*.pt"))) == 1
+
+
 def test_fill_masks_guesses_the_toy_words():
     from mtkit.models.text import MaskedTokenModel, TextEncoder
     from mtkit.pretrain import fill_masks
