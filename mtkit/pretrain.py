@@ -230,6 +230,12 @@ class TextPretrainConfig:
     seed: int = 0
 
 
+def _finished(metadata: dict) -> bool:
+    """False for a pretraining ended by Stop or a kernel interrupt: returned, never cached as
+    the finished one."""
+    return metadata["history"]["stopped_reason"] != "interrupted"
+
+
 @dataclass
 class PretrainedText:
     """What `pretrained_text_encoder` returns."""
@@ -303,9 +309,7 @@ def pretrained_text_encoder(
     else:
         key = cache_key(config=asdict(config), texts=fingerprint(texts), kind="masked_tokens")
         path = cache_dir(cache) / f"text-encoder-{key}.pt"
-        # Training stopped by Stop or a kernel interrupt is returned, never cached as finished.
-        finished = lambda metadata: metadata["history"]["stopped_reason"] != "interrupted"  # noqa: E731
-        state_dict, metadata, from_cache = load_or_build(path, key, build, keep=finished)
+        state_dict, metadata, from_cache = load_or_build(path, key, build, keep=_finished)
     tokenizer = Tokenizer.from_dict(metadata["tokenizer"])
     model = MaskedTokenModel(encoder_for(tokenizer))
     model.load_state_dict(state_dict)
