@@ -178,6 +178,18 @@ def _augmentation(augment) -> Callable | None:
     )
 
 
+def mixup_pairs(batch_size: int, alpha: float) -> tuple[float, torch.Tensor]:
+    """(λ, partner indices) for mixing a batch with a shuffled copy of itself.
+
+    λ ~ Beta(α, α), folded to max(λ, 1 − λ) so each example keeps the larger share of itself;
+    partner: a random permutation of range(batch_size), int64 (batch_size,). Example i becomes
+    λ·x[i] + (1 − λ)·x[partner[i]], and its loss weighs label i by λ and partner[i]'s by 1 − λ.
+    """
+    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
+    share = float(beta.sample())
+    return max(share, 1.0 - share), torch.randperm(batch_size)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning.
 
@@ -230,6 +242,7 @@ def fine_tune(
     weight_decay: float = 1e-2,
     dropout: float | None = None,
     augment=False,
+    mixup: float = 0.0,
     patience: int | None = 50,
     monitor: str = "val_loss",
     class_balance: str = "none",
@@ -249,6 +262,12 @@ def fine_tune(
     augment: True for a random shift (±0.5 px) and rotation (±10°) of every training image each
         time it is seen, or any callable N×C×H×W → N×C×H×W (e.g. RandomShiftRotate(1, 15)).
         Labels are left alone; validation data is never augmented.
+    mixup: with α > 0, each training batch is blended with a shuffled copy of itself, images
+        and labels alike (mixup, Zhang et al. 2018): inputs λ·x + (1 − λ)·x', loss
+        λ·CE(y) + (1 − λ)·CE(y'), with λ ~ Beta(α, α) drawn per batch (folded to λ ≥ 0.5, so the
+        batch's own labels count most). It teaches the classifier to change its guess gradually
+        between examples, which makes it harder to fit a few wrong labels exactly; self_train
+        uses it for that. 0 (default) turns it off.
     class_balance: "weighted_loss" weighs each class by 1 / its frequency; "oversample" repeats
         examples of rarer classes until every class is as frequent as the largest.
     l2_sp: strength of L2-SP, the penalty l2_sp · ‖w − w_pretrained‖² summed over the encoder's
@@ -264,6 +283,7 @@ def fine_tune(
     lr = DEFAULT_LR[strategy] if lr is None else check_positive("lr", lr)
     check_positive("weight_decay", weight_decay, allow_zero=True)
     check_positive("l2_sp", l2_sp, allow_zero=True)
+    check_positive("mixup", mixup, allow_zero=True)
     check_positive("epochs_per_group", epochs_per_group, integer=True)
     if patience is not None:
         check_positive("patience", patience, integer=True)
@@ -306,14 +326,25 @@ def fine_tune(
             for name, parameter in classifier.encoder.named_parameters()
         }
 
+    def cross_entropy(logits, batch_labels):
+        return F.cross_entropy(
+            logits, batch_labels, weight=None if weights is None else weights.to(logits.device)
+        )
+
     def loss_fn(model, batch):
         batch_inputs, batch_labels = batch
         if augmentation is not None and model.training:
             batch_inputs = augmentation(batch_inputs)
-        logits = model(batch_inputs)
-        loss = F.cross_entropy(
-            logits, batch_labels, weight=None if weights is None else weights.to(logits.device)
-        )
+        if mixup > 0 and model.training:
+            share, partner = mixup_pairs(len(batch_inputs), mixup)
+            partner = partner.to(batch_inputs.device)
+            logits = model(share * batch_inputs + (1 - share) * batch_inputs[partner])
+            loss = share * cross_entropy(logits, batch_labels) + (1 - share) * cross_entropy(
+                logits, batch_labels[partner]
+            )
+        else:
+            logits = model(batch_inputs)
+            loss = cross_entropy(logits, batch_labels)
         if pretrained is not None and model.training:
             loss = loss + l2_sp * _distance_to(model.encoder, pretrained)
         accuracy = (logits.argmax(dim=1) == batch_labels).float().mean()

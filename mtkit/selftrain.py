@@ -9,7 +9,9 @@ are never read (there are none to read: `few_labels` hides them).
 Plain self-training gains little when the classifier is confidently wrong about some images:
 trained on its own mistakes, it learns to repeat them. So before thresholding, each guess is
 blended with the guesses for its nearest neighbours in the classifier's feature space (label
-propagation on a k-nearest-neighbour graph). Neighbours rarely share a lone mistake.
+propagation on a k-nearest-neighbour graph). Neighbours rarely share a lone mistake. And each
+round trains with mixup (pairs of examples blended, labels too), so the mistakes that remain
+are not learnt by heart.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def self_train(
     tolerance: float = 0.02,
     strategy: str = "full",
     augment=True,
+    mixup: float = 0.4,
     epochs: int = 25,
     batch_size: int = 128,
     patience: int | None = None,
@@ -143,7 +146,8 @@ def self_train(
     3. keep the guesses with probability >= `threshold` as pseudo-labels (class-balanced with
        `balance`, see select_pseudo_labels);
     4. fine-tune `classifier` further on labelled + pseudo-labelled examples with `strategy`,
-       `augment` (each example seen slightly shifted and rotated), `epochs` and `batch_size`.
+       `augment` (each example seen slightly shifted and rotated), `mixup` (pairs of examples
+       blended, labels too; see fine_tune), `epochs` and `batch_size`.
     Inside a round there is no early stopping by default (`patience`=None): it trains `epochs`
     epochs and keeps its epoch of lowest validation loss.
 
@@ -167,7 +171,10 @@ def self_train(
     92.9 %, 10 splits). Accuracy climbs for about six rounds, then levels off: 3 rounds of 50
     epochs, keeping the best validation round, reached 95.7 %; 8 rounds of 25 epochs 96.2 %
     (of 50 epochs, no better). Without the tolerance, the 8 rounds often went back to an early
-    round: 95.8 %. Without smoothing (threshold 0.9, 3 rounds): 94.1 %.
+    round: 95.8 %. Without smoothing (threshold 0.9, 3 rounds): 94.1 %. Mixup (α = 0.4) then
+    lifted the 8 rounds to 96.8 %, and on two more sets of 10 splits from 95.8 to 96.8 % and
+    from 96.1 to 97.2 %; on the labelled images alone, without the pool, it added 0.1-0.3
+    points: it helps by softening what the wrong pseudo-labels teach.
     """
     check_positive("rounds", rounds, integer=True)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
@@ -216,6 +223,7 @@ def self_train(
             strategy=strategy,
             validation=(val_inputs, val_labels),
             augment=augment,
+            mixup=mixup,
             epochs=epochs,
             batch_size=batch_size,
             patience=patience,

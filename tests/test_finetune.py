@@ -19,6 +19,7 @@ from mtkit.finetune import (
     copy_encoder,
     fine_tune,
     forgetting,
+    mixup_pairs,
     predict,
     shift_rotate,
 )
@@ -278,6 +279,64 @@ def test_augmented_images_keep_their_labels():
     assert accuracy == 1.0
 
 
+def test_mixup_pairs_fold_the_share_and_permute_the_batch():
+    torch.manual_seed(0)
+    for alpha in (0.2, 1.0, 5.0):
+        share, partner = mixup_pairs(16, alpha)
+        assert 0.5 <= share <= 1.0
+        assert sorted(partner.tolist()) == list(range(16))
+    # A small alpha puts Beta's mass near 0 and 1; folded, the share is nearly always near 1.
+    shares = torch.tensor([mixup_pairs(4, 0.01)[0] for _ in range(200)])
+    assert shares.mean() > 0.95
+
+
+def test_mixup_blends_training_images_and_their_labels(monkeypatch):
+    images, labels = toy_data()
+    share, partner = 0.7, torch.arange(40).flip(0)  # example k is blended with example 39 − k
+    monkeypatch.setattr("mtkit.finetune.mixup_pairs", lambda size, alpha: (share, partner))
+    _, classifier = toy_classifier()
+    start = copy.deepcopy(classifier)
+    seen = []
+    classifier.register_forward_pre_hook(
+        lambda module, args: seen.append((module.training, args[0].clone()))
+    )
+    validation = (images[:8], labels[:8])
+    result = fine_tune(
+        classifier, (images, labels), validation=validation, mixup=0.4, epochs=1, batch_size=40,
+        **QUIET,
+    )  # fmt: skip
+    training = [batch for training, batch in seen if training]
+    assert len(training) == 1
+    # Undo the blend (m_k = 0.7·a_k + 0.3·a_39−k is invertible) to find the shuffled batch a;
+    # every row of it must be one of the original images.
+    mixed = training[0]
+    unmixed = (share * mixed - (1 - share) * mixed[partner]) / (share**2 - (1 - share) ** 2)
+    distances = torch.cdist(unmixed.flatten(1), images.flatten(1))
+    assert distances.min(dim=1).values.max() < 1e-2  # other images are ~1 apart
+    order = distances.argmin(dim=1)
+    assert sorted(order.tolist()) == list(range(40))
+    # Validation sees the plain images.
+    assert any(torch.equal(batch, validation[0]) for training, batch in seen if not training)
+    # One batch, one step: the recorded loss is the blended loss at the starting weights.
+    with torch.no_grad():
+        logits = start(mixed)
+        batch_labels = labels[order]
+        expected = share * F.cross_entropy(logits, batch_labels) + (1 - share) * F.cross_entropy(
+            logits, batch_labels[partner]
+        )
+    assert result.history["train_loss"][0] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_mixup_off_trains_on_the_images_as_they_are():
+    images, labels = toy_data()
+    _, classifier = toy_classifier()
+    seen = []
+    classifier.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    fine_tune(classifier, (images, labels), epochs=1, batch_size=40, **QUIET)
+    distances = torch.cdist(seen[0].flatten(1), images.flatten(1))
+    assert distances.min(dim=1).values.max() < 1e-2  # every row is an image as it was
+
+
 def test_forgetting_is_zero_for_a_probe_and_grows_with_full_fine_tuning():
     images, labels = toy_data()
     autoencoder, probe = toy_classifier()
@@ -309,6 +368,7 @@ def test_forgetting_needs_matching_architectures():
         ({"lr": 0.0}, "lr"),
         ({"lr_decay": 1.5}, "lr_decay"),
         ({"dropout": 1.0}, "dropout"),
+        ({"mixup": -0.4}, "mixup"),
         ({"augment": "yes"}, "augment"),
         ({"monitor": "val_f1"}, "unknown monitor"),
         ({"optimizer": "sgd"}, "optimizer"),

@@ -92,6 +92,28 @@ def test_self_train_keeps_the_round_with_the_best_validation_accuracy():
     assert kept.item() == pytest.approx(max(accuracies))
 
 
+def test_self_train_blends_its_training_examples_with_mixup(monkeypatch):
+    """Mixup is on by default in every round (it keeps a few wrong pseudo-labels from being
+    fitted exactly); mixup=0 turns it off."""
+    calls = []
+
+    def spy(size, alpha):
+        calls.append(alpha)
+        return 1.0, torch.arange(size)
+
+    monkeypatch.setattr("mtkit.finetune.mixup_pairs", spy)
+    labelled, validation, pool = toy_data(8, 0), toy_data(12, 1), toy_data(40, 2)[0]
+    options = {"validation": validation, "rounds": 2, "epochs": 1, "threshold": 0.0, **QUIET}
+    self_train(trained_classifier(labelled), labelled, pool, **options)
+    assert calls and set(calls) == {0.4}
+    calls.clear()
+    self_train(trained_classifier(labelled), labelled, pool, mixup=1.0, **options)
+    assert calls and set(calls) == {1.0}
+    calls.clear()
+    self_train(trained_classifier(labelled), labelled, pool, mixup=0.0, **options)
+    assert calls == []
+
+
 def test_self_train_keeps_the_last_round_within_tolerance_of_the_best(monkeypatch):
     # Validation: 50 of class 0, 49 of class 1, 1 of class 2. Each stubbed "fine-tuning" makes
     # the classifier predict one class for everything, so its validation accuracy is known:
