@@ -176,51 +176,44 @@ def run_variant(options: dict, starts: dict, splits: dict) -> dict:
     return out
 
 
-def mixup_without_the_pool(starts: dict, splits: dict) -> list[float]:
-    """Not self-training: a round's fine-tuning (full, augmentation, mixup 0.4, batch 128) for
-    200 epochs, as many as 8 rounds of 25, on the labelled images only: what mixup is worth
-    without pseudo-labels."""
+def fine_tuned_once(starts: dict, splits: dict, training_data, **options) -> list[float]:
+    """Inner-test accuracy per seed after one fine_tune from the seed's start: full, augmented,
+    batches of 128, no early stopping (as a self_train round), on training_data(split)."""
     scores = []
     for s, split in splits.items():
         classifier = copy.deepcopy(starts[s])
         torch.manual_seed(s)
         fine_tune(
             classifier,
-            split.labelled,
+            training_data(split),
             strategy="full",
             validation=split.validation,
             augment=True,
-            mixup=0.4,
-            epochs=200,
             batch_size=128,
             patience=None,
             progress=False,
+            **options,
         )
         scores.append(accuracy(classifier, split))
     return scores
+
+
+def mixup_without_the_pool(starts: dict, splits: dict) -> list[float]:
+    """Not self-training: mixup 0.4 for 200 epochs (as many as 8 rounds of 25) on the
+    labelled images only: what mixup is worth without pseudo-labels."""
+    return fine_tuned_once(starts, splits, lambda split: split.labelled, mixup=0.4, epochs=200)
+
+
+def with_true_pool_labels(split) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.cat([split.labelled.images, split.unlabelled.images])
+    labels = torch.cat([split.labelled.labels, split.unlabelled_labels_for_evaluation()])
+    return images, labels
 
 
 def ceiling(starts: dict, splits: dict) -> list[float]:
-    """Not a method: one round of self_train's training on the pool's TRUE labels."""
-    scores = []
-    for s, split in splits.items():
-        classifier = copy.deepcopy(starts[s])
-        torch.manual_seed(s)
-        images = torch.cat([split.labelled.images, split.unlabelled.images])
-        labels = torch.cat([split.labelled.labels, split.unlabelled_labels_for_evaluation()])
-        fine_tune(
-            classifier,
-            (images, labels),
-            strategy="full",
-            validation=split.validation,
-            augment=True,
-            epochs=50,
-            batch_size=128,
-            patience=None,
-            progress=False,
-        )
-        scores.append(accuracy(classifier, split))
-    return scores
+    """Not a method: one round of self_train's training (without mixup) on the pool's TRUE
+    labels."""
+    return fine_tuned_once(starts, splits, with_true_pool_labels, epochs=50)
 
 
 def mean_std(values) -> str:
