@@ -21,31 +21,30 @@ Two ways to run. `panel.run()` runs in the caller's thread and returns the resul
 cell, nbval, tests); interrupting the kernel stops it. The Run *button* starts the same run in a
 background thread, so that the kernel stays free to receive a click on Stop: while the kernel
 runs a cell, it cannot receive a click. What that run prints or displays (text, progress bars,
-figures) goes into the panel by widget-state updates, the one route from a background thread
-that reaches the page (ipywidgets' `with output:` capture does not, once the click's message is
-done). Stop ends `mtkit.fit` at the next batch the way a KeyboardInterrupt does (best weights
-and the history so far are kept); a later fit of the same run does not start, and a run that is
-not inside a fit is ended within `STOP_GRACE_SECONDS`. `panel.wait()` waits for a started run.
+figures) goes into the panel by widget-state updates (mtkit/thread_output.py), the one route
+from a background thread that reaches the page (ipywidgets' `with output:` capture does not,
+once the click's message is done). Stop ends `mtkit.fit` at the next batch the way a
+KeyboardInterrupt does (best weights and the history so far are kept); a later fit of the same
+run does not start, and a run that is not inside a fit is ended within `STOP_GRACE_SECONDS`.
+`panel.wait()` waits for a started run.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import ctypes
 import dataclasses
 import io
 import math
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
 from IPython.display import display
 
+from mtkit.thread_output import into_output
 from mtkit.train import Callback
 from mtkit.utils import MtkitError
 
@@ -494,7 +493,7 @@ class HyperparameterPanel:
     def _work(self, fn, config, callbacks) -> None:
         """The background thread: run fn, its output going into the panel."""
         failure, stopped = None, False
-        with _into_output(self.output) as capture:
+        with into_output(self.output) as capture:
             try:
                 try:
                     result = fn(config, callbacks)
@@ -530,156 +529,6 @@ class HyperparameterPanel:
 
     def _ipython_display_(self):
         display(self.widget)
-
-
-class _Capture:
-    """What one thread prints and displays, appended to an Output widget's outputs."""
-
-    def __init__(self, output: widgets.Output):
-        self.output = output
-        self.text: list[tuple[str, str]] = []  # (stream name, text) not yet shown
-        self.display_ids: dict[str, int] = {}
-        self.clear_on_next = False
-
-    def write(self, name: str, text: str) -> None:
-        self.text.append((name, text))
-        if "\n" in text:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.text:
-            return
-        outputs = list(self._outputs())
-        for name, text in self.text:
-            last = outputs[-1] if outputs else None
-            if last and last.get("output_type") == "stream" and last.get("name") == name:
-                outputs[-1] = {**last, "text": last["text"] + text}
-            else:
-                outputs.append({"output_type": "stream", "name": name, "text": text})
-        self.text = []
-        self.output.outputs = tuple(outputs)
-
-    def _outputs(self):
-        if self.clear_on_next:
-            self.clear_on_next = False
-            self.output.outputs = ()
-            self.display_ids = {}
-        return self.output.outputs
-
-    def display_hook(self, message):
-        """ipykernel's thread-local display hook: the message goes into the widget instead."""
-        kind, content = message["header"]["msg_type"], message["content"]
-        if kind == "clear_output":
-            self.flush()
-            if content.get("wait"):
-                self.clear_on_next = True
-            else:
-                self.output.outputs = ()
-                self.display_ids = {}
-            return None
-        if kind not in ("display_data", "update_display_data"):
-            return message
-        self.flush()
-        item = {
-            "output_type": "display_data",
-            "data": content["data"],
-            "metadata": content.get("metadata", {}),
-        }
-        outputs = list(self._outputs())
-        display_id = content.get("transient", {}).get("display_id")
-        if kind == "update_display_data":
-            if display_id in self.display_ids:
-                outputs[self.display_ids[display_id]] = item
-                self.output.outputs = tuple(outputs)
-            return None
-        if display_id:
-            self.display_ids[display_id] = len(outputs)
-        self.output.outputs = (*outputs, item)
-        return None
-
-    def show_error(self, error: BaseException) -> None:
-        self.flush()
-        lines = traceback.format_exception(type(error), error, error.__traceback__)
-        self.output.outputs = (
-            *self.output.outputs,
-            {
-                "output_type": "error",
-                "ename": type(error).__name__,
-                "evalue": str(error),
-                "traceback": "".join(lines).splitlines(),
-            },
-        )
-
-
-class _ThreadRouter:
-    """Stands in for sys.stdout or sys.stderr: text written by a thread that has a capture goes
-    there, all other text to the stream it replaced."""
-
-    def __init__(self, stream, name: str):
-        self.stream = stream
-        self.name = name
-        self.captures: dict[int, _Capture] = {}
-
-    def write(self, text):
-        capture = self.captures.get(threading.get_ident())
-        if capture is None:
-            return self.stream.write(text)
-        capture.write(self.name, text)
-        return len(text)
-
-    def flush(self):
-        capture = self.captures.get(threading.get_ident())
-        if capture is None:
-            return self.stream.flush()
-        capture.flush()
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-_routing_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _into_output(output: widgets.Output):
-    """Within this thread, send print, warnings, display() and progress bars into `output`."""
-    capture = _Capture(output)
-    ident = threading.get_ident()
-    with _routing_lock:
-        routers = []
-        for name in ("stdout", "stderr"):
-            stream = getattr(sys, name)
-            if not isinstance(stream, _ThreadRouter):
-                stream = _ThreadRouter(stream, name)
-                setattr(sys, name, stream)
-            stream.captures[ident] = capture
-            routers.append(stream)
-    publisher = _display_publisher()
-    if publisher is not None:
-        publisher.register_hook(capture.display_hook)
-    try:
-        yield capture
-    finally:
-        if publisher is not None:
-            publisher.unregister_hook(capture.display_hook)
-        capture.flush()
-        with _routing_lock:
-            for router in routers:
-                router.captures.pop(ident, None)
-                # The last capture gone: put the stream back, unless someone replaced it since.
-                if not router.captures and getattr(sys, router.name) is router:
-                    setattr(sys, router.name, router.stream)
-
-
-def _display_publisher():
-    """The kernel's display publisher when it takes thread-local hooks (ipykernel), else None."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
-        return None
-    shell = get_ipython()
-    publisher = getattr(shell, "display_pub", None)
-    return publisher if hasattr(publisher, "register_hook") else None
 
 
 def _control_for(field: dataclasses.Field, value) -> widgets.Widget:
