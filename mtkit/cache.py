@@ -57,7 +57,7 @@ def load_or_build(path: Path, key: str, build, keep=None):
         except CheckpointError as error:
             warnings.warn(f"rebuilding the cache entry {path}: {error}", stacklevel=2)
     state_dict, metadata = build()
-    if keep is not None and not keep(metadata):
-        return state_dict, {**metadata, "cache_key": key}, False
-    save_checkpoint(path, state_dict, {**metadata, "cache_key": key})
-    return state_dict, {**metadata, "cache_key": key}, False
+    metadata = {**metadata, "cache_key": key}
+    if keep is None or keep(metadata):
+        save_checkpoint(path, state_dict, metadata)
+    return state_dict, metadata, False

@@ -185,6 +185,8 @@ def mixup_pairs(batch_size: int, alpha: float) -> tuple[float, torch.Tensor]:
     partner: a random permutation of range(batch_size), int64 (batch_size,). Example i becomes
     λ·x[i] + (1 − λ)·x[partner[i]], and its loss weighs label i by λ and partner[i]'s by 1 − λ.
     """
+    check_positive("batch_size", batch_size, integer=True)
+    check_positive("mixup alpha", alpha)
     beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
     share = float(beta.sample())
     return max(share, 1.0 - share), torch.randperm(batch_size)

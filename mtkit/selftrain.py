@@ -190,6 +190,7 @@ def self_train(
     if not 0 <= tolerance < 1:
         raise MtkitError(f"tolerance is an accuracy difference in [0, 1), got {tolerance}")
     check_positive("neighbours", neighbours, integer=True)
+    check_positive("mixup", mixup, allow_zero=True)
     check_choice("strategy", strategy, STRATEGIES)
     if strategy == "scratch":
         raise MtkitError("self_train continues from the classifier; strategy='scratch' would not")

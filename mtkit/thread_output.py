@@ -23,6 +23,8 @@ import traceback
 
 import ipywidgets as widgets
 
+from mtkit.utils import MtkitError
+
 
 class OutputCapture:
     """What one thread prints and displays, appended to an Output widget's outputs."""
@@ -139,6 +141,8 @@ def into_output(output: widgets.Output):
     Yields the OutputCapture (its show_error puts a traceback there too). Other threads' output
     is untouched; sys.stdout and sys.stderr are themselves again once no thread captures.
     """
+    if not isinstance(output, widgets.Output):
+        raise MtkitError(f"into_output needs an ipywidgets Output, got {type(output).__name__}")
     capture = OutputCapture(output)
     ident = threading.get_ident()
     with _routing_lock:

@@ -288,6 +288,10 @@ def test_mixup_pairs_fold_the_share_and_permute_the_batch():
     # A small alpha puts Beta's mass near 0 and 1; folded, the share is nearly always near 1.
     shares = torch.tensor([mixup_pairs(4, 0.01)[0] for _ in range(200)])
     assert shares.mean() > 0.95
+    with pytest.raises(MtkitError, match="alpha"):
+        mixup_pairs(4, 0.0)  # Beta(0, 0) is no distribution: 0 means "no mixup", not a draw
+    with pytest.raises(MtkitError, match="batch_size"):
+        mixup_pairs(0, 0.4)
 
 
 def test_mixup_blends_training_images_and_their_labels(monkeypatch):

@@ -206,6 +206,8 @@ def test_smoothing_tones_down_a_lone_guess_its_neighbours_disagree_with():
         ({"tolerance": True}, "tolerance"),
         ({"rounds": 0}, "rounds"),
         ({"neighbours": 0}, "neighbours"),
+        ({"mixup": -0.4}, "mixup"),
+        ({"mixup": "yes"}, "mixup"),
         ({"strategy": "scratch"}, "scratch"),
         ({"validation": None}, "validation"),
     ],

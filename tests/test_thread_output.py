@@ -6,8 +6,10 @@ import sys
 import threading
 
 import ipywidgets as widgets
+import pytest
 
 from mtkit.thread_output import OutputCapture, ThreadRouter, into_output
+from mtkit.utils import MtkitError
 
 
 def run_in_thread(function) -> None:
@@ -117,3 +119,11 @@ def test_other_messages_pass_through_and_errors_are_shown():
     kinds = [o["output_type"] for o in output.outputs]
     assert kinds == ["stream", "error"]
     assert output.outputs[1]["evalue"] == "batch larger than the data"
+
+
+def test_only_an_output_widget_can_receive_a_threads_output():
+    stdout = sys.stdout
+    with pytest.raises(MtkitError, match="Output"):
+        with into_output("the panel"):
+            pass
+    assert sys.stdout is stdout  # nothing was rerouted
