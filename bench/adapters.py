@@ -31,7 +31,7 @@ import torch
 from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 import mtkit as mt
-from mtkit import adapters as A
+from mtkit.stages import adapters as A
 
 SECTION_TITLE = "## Adapters (bench/adapters.py)"
 LABELS_PER_CLASS = 20
@@ -149,7 +149,7 @@ def markdown(summaries, sizes: dict, args, seconds: float) -> str:
         f"pretrained per seed on the unlabelled pool ({PRETRAIN['epochs']} epochs). Every method "
         "trains with mtkit.fine_tune (AdamW, weight decay 1e-2, early stopping on validation "
         "loss, patience 30, at most 150 epochs; LoRA alpha = rank) at its learning rate from "
-        "mtkit.adapters.DEFAULT_LEARNING_RATES (chosen with --tune on validation accuracy). "
+        "mtkit.stages.adapters.DEFAULT_LEARNING_RATES (chosen with --tune on validation accuracy). "
         "Trainable % is of the parameters the adapted classifier uses.",
         "",
         "| method | trainable params | trainable % | test accuracy (mean ± std) | s / run |",

@@ -27,14 +27,14 @@ import torch
 from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_images
-from mtkit.experiments import (
+from mtkit.experiments.efficiency import (
     FineTuneMethod,
     PretrainCache,
     default_methods,
     label_efficiency,
     summarize,
 )
-from mtkit.finetune import STRATEGIES, forgetting, predict
+from mtkit.stages.finetune import STRATEGIES, forgetting, predict
 
 SECTION_TITLE = "## Label efficiency (bench/label_efficiency.py)"
 TEST_SIZE = 500
@@ -200,7 +200,7 @@ def main() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        from mtkit.experiments import plot_label_efficiency
+        from mtkit.experiments.efficiency import plot_label_efficiency
 
         plot_label_efficiency(table).savefig(args.figure, dpi=120)
         print(f"wrote {args.figure}")

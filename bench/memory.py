@@ -64,7 +64,7 @@ def baseline() -> dict:
 
 def digits() -> dict:
     import mtkit as mt
-    from mtkit.evaluate import knn_accuracy, linear_probe_accuracy
+    from mtkit.evaluation.metrics import knn_accuracy, linear_probe_accuracy
 
     split = mt.few_labels(mt.load_images("digits"), 10, test_size=500, seed=0)
     mt.seed_everything(0)
@@ -134,7 +134,7 @@ def tweets_like(split, count: int):
 def evaluate_text(pretrained, labelled, test) -> dict:
     """Everything evaluation does with the test texts, each batched its own way."""
     import mtkit as mt
-    from mtkit.evaluate import embed, linear_probe_accuracy
+    from mtkit.evaluation.metrics import embed, linear_probe_accuracy
 
     encoder, tokenizer = pretrained.encoder, pretrained.tokenizer
     ids, _ = test.tensors_for(tokenizer, max_length=48)

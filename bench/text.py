@@ -1,7 +1,7 @@
 """Does masked-token pretraining help a small Transformer learn sentiment from few labels?
 
 Runs `mtkit.experiments.label_efficiency` (the image track's, unchanged) on the embedded tweets
-with the text line-up of `mtkit.text_experiments.default_text_methods`: TF-IDF + logistic
+with the text line-up of `mtkit.experiments.text.default_text_methods`: TF-IDF + logistic
 regression, the Transformer from scratch, and the pretrained Transformer fine-tuned fully,
 with LoRA and with prompt tuning. A fixed 5,000-tweet test split (test_seed=0), 3 seeds,
 100 and 1,000 labelled tweets per class (300 and 3,000 in all) and 100 validation tweets per
@@ -25,10 +25,15 @@ from pathlib import Path
 from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_text
-from mtkit.experiments import PretrainCache, label_efficiency, paired_difference, summarize
-from mtkit.finetune import predict
-from mtkit.pretrain import TextPretrainConfig
-from mtkit.text_experiments import TEXT_LR, TextFineTuneMethod, default_text_methods
+from mtkit.experiments.efficiency import (
+    PretrainCache,
+    label_efficiency,
+    paired_difference,
+    summarize,
+)
+from mtkit.experiments.text import TEXT_LR, TextFineTuneMethod, default_text_methods
+from mtkit.stages.finetune import predict
+from mtkit.stages.pretrain import TextPretrainConfig
 
 SECTION_TITLE = "## Text: pretraining, fine-tuning and adapters on tweets (bench/text.py)"
 TEST_SIZE = 5000

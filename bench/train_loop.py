@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from mtkit.train import fit
-from mtkit.utils import get_device
+from mtkit.core.train import fit
+from mtkit.core.utils import get_device
 
 TRAIN_EXAMPLES = 1437  # the training split of sklearn's 1,797 digits
 BATCH_SIZE = 64

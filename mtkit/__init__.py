@@ -1,25 +1,23 @@
 """mtkit: multi-stage training for learners. `import mtkit as mt` gives the whole public API."""
 
-from mtkit import (
-    adapters,
-    distributed,
-    drift,
-    evaluate,
-    evaluation_plots,
-    experiments,
-    pipeline,
-    plots,
-    pretrained_experiments,
-    stats,
-    text_experiments,
-)
-from mtkit.checkpoint import (
+from mtkit import _moved, evaluation, experiments, pipeline, plots, stages
+from mtkit.core.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
     save_model,
 )
+from mtkit.core.train import (
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    History,
+    LambdaCallback,
+    TrainingDiverged,
+    fit,
+)
+from mtkit.core.utils import MtkitError, get_device, seed_everything
 from mtkit.data import (
     DatasetUnavailable,
     FewLabelSplit,
@@ -30,8 +28,8 @@ from mtkit.data import (
     load_images,
     load_text,
 )
-from mtkit.drift import adapt_to_shift, detect_drift
-from mtkit.evaluate import (
+from mtkit.evaluation.drift import adapt_to_shift, detect_drift
+from mtkit.evaluation.metrics import (
     ClassErrors,
     ClassificationReport,
     Evaluation,
@@ -48,8 +46,18 @@ from mtkit.evaluate import (
     mistakes_table,
     reliability_curve,
 )
-from mtkit.evaluate import evaluate as evaluate_model
-from mtkit.finetune import FineTuneResult, Forgetting, fine_tune, forgetting, predict
+from mtkit.evaluation.metrics import evaluate as evaluate_model
+from mtkit.evaluation.stats import (
+    Comparison,
+    ConfidenceInterval,
+    PairedComparison,
+    Spread,
+    bootstrap_ci,
+    compare,
+    mean_and_spread,
+    paired_comparison,
+)
+from mtkit.experiments.pretrained import PretrainedTransformerMethod, embed_texts
 from mtkit.models import (
     AutoencoderConfig,
     BagOfWordsAutoencoder,
@@ -68,6 +76,7 @@ from mtkit.models.pretrained import (
     WordPieceTokenizer,
     load_pretrained_text_encoder,
 )
+from mtkit.notebook.panel import HyperparameterPanel, hyperparameter
 from mtkit.pipeline import (
     ExitCriteria,
     Pipeline,
@@ -83,7 +92,9 @@ from mtkit.pipeline import (
     run_config,
     staged_search,
 )
-from mtkit.pretrain import (
+from mtkit.stages import adapters
+from mtkit.stages.finetune import FineTuneResult, Forgetting, fine_tune, forgetting, predict
+from mtkit.stages.pretrain import (
     PretrainedText,
     TextPretrainConfig,
     add_noise,
@@ -93,40 +104,28 @@ from mtkit.pretrain import (
     pretrained_text_encoder,
     reconstruction_error,
 )
-from mtkit.pretrained_experiments import PretrainedTransformerMethod, embed_texts
-from mtkit.selftrain import SelfTrainResult, self_train
-from mtkit.stats import (
-    Comparison,
-    ConfidenceInterval,
-    PairedComparison,
-    Spread,
-    bootstrap_ci,
-    compare,
-    mean_and_spread,
-    paired_comparison,
-)
-from mtkit.train import (
-    Callback,
-    Checkpoint,
-    EarlyStopping,
-    History,
-    LambdaCallback,
-    TrainingDiverged,
-    fit,
-)
-from mtkit.utils import MtkitError, get_device, seed_everything
-from mtkit.widgets import HyperparameterPanel, hyperparameter
+from mtkit.stages.selftrain import SelfTrainResult, self_train
 
 __version__ = "0.1.0"
 
+_moved.install()
+
+
+def __getattr__(name: str):
+    """`mt.finetune`, `mt.stats`, ...: old module names, answered with a warning."""
+    new = _moved.new_name(f"mtkit.{name}")
+    if new is None:
+        raise AttributeError(f"module 'mtkit' has no attribute {name!r}")
+    _moved.warn_moved(f"mtkit.{name}", new)
+    import importlib
+
+    return importlib.import_module(new)
+
+
 __all__ = [
-    "distributed",
-    "drift",
-    "evaluation_plots",
+    "evaluation",
+    "stages",
     "pipeline",
-    "stats",
-    "text_experiments",
-    "pretrained_experiments",
     "PretrainedTextEncoder",
     "PretrainedTextModel",
     "WordPieceTokenizer",
@@ -185,7 +184,6 @@ __all__ = [
     "pretrain_masked_tokens",
     "pretrained_text_encoder",
     "build_autoencoder",
-    "evaluate",
     "AutoencoderConfig",
     "Classifier",
     "ConvAutoencoder",

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run" and (args.config is None) == (args.resume is None):
         parser.error("run needs a CONFIG file, or --resume RUN_DIR (not both)")
 
-    from mtkit import distributed
-    from mtkit.utils import MtkitError
+    from mtkit.core import distributed
+    from mtkit.core.utils import MtkitError
 
     try:
         if args.command == "demo":

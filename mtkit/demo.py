@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtkit.checkpoint import write_atomically
+from mtkit.core.checkpoint import write_atomically
+from mtkit.core.utils import MtkitError, check_positive
 from mtkit.pipeline import (
     AdaptConfig,
     DataConfig,
@@ -36,7 +37,6 @@ from mtkit.pipeline import (
     run_config,
 )
 from mtkit.pipeline.records import format_table
-from mtkit.utils import MtkitError, check_positive
 
 DATASETS = ("digits", "tweets")
 

@@ -25,13 +25,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import mtkit as mt
-from mtkit import adapters as A
-from mtkit import evaluate as E
-from mtkit import stats
-from mtkit.checkpoint import CheckpointError
+from mtkit.core.checkpoint import CheckpointError
+from mtkit.core.utils import MtkitError
+from mtkit.evaluation import metrics as E
+from mtkit.evaluation import stats
+from mtkit.notebook.panel import HyperparameterPanel, check_ranges, hyperparameter
 from mtkit.pipeline import ExitCriteria, Pipeline, RunContext, Stage
-from mtkit.utils import MtkitError
-from mtkit.widgets import HyperparameterPanel, check_ranges, hyperparameter
+from mtkit.stages import adapters as A
 
 # --- small shared inputs, built on first use ---------------------------------------------------
 
@@ -476,7 +476,7 @@ CATALOGUE: dict[str, Bad] = {
         "permutations must be a positive integer",
     ),
     "shift_images unknown kind": Bad(
-        lambda: mt.drift.shift_images(images(), kind="blur"), r"unknown shift 'blur'"
+        lambda: mt.evaluation.drift.shift_images(images(), kind="blur"), r"unknown shift 'blur'"
     ),
     "label_efficiency no methods": Bad(
         lambda: mt.experiments.label_efficiency(digits(), [], labels_per_class=[5], seeds=[0]),
@@ -486,7 +486,7 @@ CATALOGUE: dict[str, Bad] = {
         lambda: mt.experiments.FineTuneMethod(strategy="x"), r"unknown strategy 'x'"
     ),
     "TextFineTuneMethod unknown adapter": Bad(
-        lambda: mt.text_experiments.TextFineTuneMethod(adapter="x"), r"unknown adapter 'x'"
+        lambda: mt.experiments.text.TextFineTuneMethod(adapter="x"), r"unknown adapter 'x'"
     ),
     "get_device unknown": Bad(lambda: mt.get_device("tpu"), r"unknown device 'tpu'"),
     "seed_everything negative": Bad(
@@ -678,7 +678,7 @@ def test_failed_saves_leave_nothing_behind(tmp_path, monkeypatch):
         lambda: mt.save_checkpoint(tmp_path / "c.pt", {"w": "not a tensor"}),
         lambda: mt.save_model(tmp_path / "m.pt", {"not": "a model"}),
         lambda: A.save_adapter(model, tmp_path / "a.pt", "nope"),
-        lambda: mt.checkpoint.save_state(tmp_path / "s.pt", {"x": object()}),
+        lambda: mt.core.checkpoint.save_state(tmp_path / "s.pt", {"x": object()}),
         lambda: mt.save_checkpoint(tmp_path, {"w": torch.ones(1)}),  # a folder, not a file
     ]
     for failure in failures:

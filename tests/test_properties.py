@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from mtkit.adapters import add_lora, merge_lora, unmerge_lora
-from mtkit.adapters.wrapper import _adapted_modules
+from mtkit.core.utils import MtkitError
 from mtkit.data import ImageDataset, Tokenizer, few_labels
 from mtkit.data.tokenizer import RESERVED_TOKENS, tokenize
 from mtkit.models.text import mask_tokens
-from mtkit.utils import MtkitError
+from mtkit.stages.adapters import add_lora, merge_lora, unmerge_lora
+from mtkit.stages.adapters.wrapper import _adapted_modules
 
 QUICK = settings(
     max_examples=40,

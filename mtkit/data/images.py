@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtkit.utils import MtkitError, check_choice
+from mtkit.core.utils import MtkitError, check_choice
 
 
 class DatasetUnavailable(MtkitError):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mtkit.core.utils import MtkitError, check_positive
 from mtkit.data.images import ImageDataset
 from mtkit.data.text import TextDataset
-from mtkit.utils import MtkitError, check_positive
 
 
 @dataclass(eq=False, repr=False)

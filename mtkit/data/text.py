@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.data.images import (
     as_label_tensor,
     check_label_tensor,
@@ -28,7 +29,6 @@ from mtkit.data.images import (
     index_array,
     labels_repr,
 )
-from mtkit.utils import MtkitError, check_choice, check_positive
 
 
 @dataclass(eq=False, repr=False)

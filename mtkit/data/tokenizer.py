@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from mtkit.checkpoint import write_atomically
-from mtkit.utils import MtkitError, check_positive
+from mtkit.core.checkpoint import write_atomically
+from mtkit.core.utils import MtkitError, check_positive
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>")
 # Normalisation tokens: ordinary vocabulary entries that replace every mention, URL and number,

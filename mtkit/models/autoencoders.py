@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtkit.utils import MtkitError
+from mtkit.core.utils import MtkitError
 
 
 class Encoder(nn.Sequential):

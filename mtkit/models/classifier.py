@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import nn
 
-from mtkit.utils import MtkitError
+from mtkit.core.utils import MtkitError
 
 
 class Classifier(nn.Module):

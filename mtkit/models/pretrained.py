@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.data.tokenizer import _check_texts
 from mtkit.models.text import trim_padding
-from mtkit.utils import MtkitError, check_choice, check_positive
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mtkit.core.utils import MtkitError, check_choice
 from mtkit.models.autoencoders import Encoder
-from mtkit.utils import MtkitError, check_choice
 
 
 @dataclass

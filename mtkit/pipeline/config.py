@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import NoneType
 
-from mtkit.finetune import STRATEGIES
+from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.pipeline.exit import ExitCriteria
-from mtkit.utils import MtkitError, check_choice, check_positive
+from mtkit.stages.finetune import STRATEGIES
 
 DATASETS = ("digits", "tweets")
 STAGE_NAMES = ("pretrain", "finetune", "adapt")

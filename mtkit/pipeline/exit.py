@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtkit.train import Callback, EarlyStopping
-from mtkit.utils import MtkitError, check_positive
+from mtkit.core.train import Callback, EarlyStopping
+from mtkit.core.utils import MtkitError, check_positive
 
 STOP_REASONS = ("completed", "early_stopping", "target_reached", "interrupted", "diverged")
 

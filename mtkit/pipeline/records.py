@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtkit import distributed
-from mtkit.checkpoint import load_model_state, write_atomically
-from mtkit.utils import MtkitError
+from mtkit.core import distributed
+from mtkit.core.checkpoint import load_model_state, write_atomically
+from mtkit.core.utils import MtkitError
 
 
 @dataclass
@@ -133,7 +133,7 @@ def rollback(run: Run | str | Path, stage: str, model: nn.Module | None = None) 
     model: the network to load into, of that stage's architecture; default: the stage's model
         held by the Run (so whatever happened to it since, it is back to its checkpoint).
     The checkpoint is read with weights_only and checked against its hash and the model's
-    class and shapes (mtkit.checkpoint.load_model_state).
+    class and shapes (mtkit.core.checkpoint.load_model_state).
     """
     folder = run.path if isinstance(run, Run) else Path(run)
     if folder is None:

@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mtkit import distributed
-from mtkit.checkpoint import content_hash, load_checkpoint, load_model_state, save_model
+from mtkit.core import distributed
+from mtkit.core.checkpoint import content_hash, load_checkpoint, load_model_state, save_model
+from mtkit.core.train import History
+from mtkit.core.utils import MtkitError
 from mtkit.pipeline.config import check_file_name
 from mtkit.pipeline.exit import ExitCriteria
 from mtkit.pipeline.records import (
@@ -32,8 +34,6 @@ from mtkit.pipeline.records import (
     write_summary,
 )
 from mtkit.pipeline.training_state import TrainingState
-from mtkit.train import History
-from mtkit.utils import MtkitError
 
 
 def dataset_tensors(dataset) -> tuple[torch.Tensor, ...]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from mtkit import distributed
+from mtkit.core import distributed
+from mtkit.core.utils import MtkitError, check_positive
 from mtkit.pipeline.config import PipelineConfig, read_section
 from mtkit.pipeline.records import (
     format_table,
@@ -23,7 +24,6 @@ from mtkit.pipeline.records import (
 )
 from mtkit.pipeline.runner import RunContext
 from mtkit.pipeline.stages import build_pipeline, classifier_scores, make_split, probe_scores
-from mtkit.utils import MtkitError, check_positive
 
 
 @dataclass

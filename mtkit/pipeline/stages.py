@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtkit.core.utils import MtkitError, seed_everything
 from mtkit.pipeline.config import (
     AdaptConfig,
     DataConfig,
@@ -22,7 +23,6 @@ from mtkit.pipeline.config import (
 from mtkit.pipeline.exit import ExitCriteria
 from mtkit.pipeline.records import Run
 from mtkit.pipeline.runner import Pipeline, RunContext, Stage, StageOutput
-from mtkit.utils import MtkitError, seed_everything
 
 STANDARDIZE_AT_MOST = 5000  # pool examples used to standardise features (means need no more)
 
@@ -44,7 +44,7 @@ def pretrain_stage(config: PretrainConfig) -> Stage:
     }[config.method]
 
     def train(context: RunContext, model, exit: ExitCriteria, callbacks) -> StageOutput:
-        from mtkit.pretrain import pretrain_autoencoder, reconstruction_error
+        from mtkit.stages.pretrain import pretrain_autoencoder, reconstruction_error
 
         seed = context.seed if config.seed is None else config.seed
         split, note = context.split, ""
@@ -93,7 +93,7 @@ def new_autoencoder(config: PretrainConfig, image_shape: tuple[int, int, int]) -
 
 
 def _pretrain_text(config: PretrainConfig, context: RunContext, seed: int, exit, callbacks):
-    from mtkit.pretrain import TextPretrainConfig, pretrained_text_encoder
+    from mtkit.stages.pretrain import TextPretrainConfig, pretrained_text_encoder
 
     text_config = TextPretrainConfig(
         vocab_size=config.vocab_size,
@@ -118,7 +118,7 @@ def _pretrain_text(config: PretrainConfig, context: RunContext, seed: int, exit,
 
 def probe_scores(encoder: nn.Module, context: RunContext) -> dict[str, float]:
     """Linear-probe accuracy of frozen `encoder` features on validation (and test) data."""
-    from mtkit.evaluate import linear_probe_accuracy
+    from mtkit.evaluation.metrics import linear_probe_accuracy
 
     split = context.split
     labelled = context.encode(split.labelled)
@@ -134,7 +134,7 @@ def probe_scores(encoder: nn.Module, context: RunContext) -> dict[str, float]:
 
 def classifier_scores(classifier: nn.Module, context: RunContext) -> dict[str, float]:
     """Validation (and test) accuracy of a classifier."""
-    from mtkit.adapters import accuracy
+    from mtkit.stages.adapters import accuracy
 
     scores = {"val_accuracy": accuracy(classifier, context.encode(context.split.validation))}
     if context.score_test:
@@ -151,8 +151,8 @@ def finetune_stage(config: FineTuneConfig, fresh_encoder: Callable | None = None
     """
 
     def train(context: RunContext, model, exit: ExitCriteria, callbacks) -> StageOutput:
-        from mtkit.finetune import fine_tune
         from mtkit.models import Classifier
+        from mtkit.stages.finetune import fine_tune
 
         split = context.split
         if model is None and fresh_encoder is None:
@@ -204,7 +204,7 @@ def adapt_stage(config: AdaptConfig) -> Stage:
     """
 
     def train(context: RunContext, model, exit: ExitCriteria, callbacks) -> StageOutput:
-        from mtkit import adapters
+        from mtkit.stages import adapters
 
         if model is None or not hasattr(model, "head"):
             raise MtkitError("the adapt stage adapts the classifier of the finetune stage")

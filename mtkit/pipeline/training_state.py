@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtkit import distributed
-from mtkit.checkpoint import CheckpointError, _state_dict_mismatches, load_state, save_state
-from mtkit.train import Callback, TrainerState
+from mtkit.core import distributed
+from mtkit.core.checkpoint import CheckpointError, _state_dict_mismatches, load_state, save_state
+from mtkit.core.train import Callback, TrainerState
 
 KIND = "fit-state"
 SAVE_EVERY_SECONDS = 1.0  # the default: at most this much training is lost to a kill

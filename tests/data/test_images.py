@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision.datasets
 
+from mtkit.core.utils import MtkitError
 from mtkit.data import DatasetUnavailable, ImageDataset, load_images
-from mtkit.utils import MtkitError
 
 
 def small_dataset(n=6):

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from mtkit.core.utils import MtkitError
 from mtkit.data import FewLabelSplit, ImageDataset, TextDataset, few_labels
-from mtkit.utils import MtkitError
 
 PARTS = ("labelled", "validation", "unlabelled", "test")
 

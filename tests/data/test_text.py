@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from mtkit.core.utils import MtkitError
 from mtkit.data import TextDataset, load_text
 from mtkit.data import text as text_module
 from mtkit.data.text import repair_mojibake
-from mtkit.utils import MtkitError
 
 
 def test_from_lists_maps_string_labels_to_sorted_class_names():

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
+from mtkit.core.utils import MtkitError
 from mtkit.data import Tokenizer
-from mtkit.utils import MtkitError
 
 TEXTS = [
     "I don't like this flight!",

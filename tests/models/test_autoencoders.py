@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from mtkit.core.utils import MtkitError
 from mtkit.models import (
     ConvAutoencoder,
     DenseAutoencoder,
@@ -10,7 +11,6 @@ from mtkit.models import (
     VariationalAutoencoder,
     vae_loss_terms,
 )
-from mtkit.utils import MtkitError
 
 ALL_AUTOENCODERS = [DenseAutoencoder, ConvAutoencoder, VariationalAutoencoder]
 

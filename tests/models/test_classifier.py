@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from mtkit.core.utils import MtkitError
 from mtkit.models import ConvAutoencoder, DenseAutoencoder
 from mtkit.models.classifier import Classifier
-from mtkit.utils import MtkitError
 
 
 def test_logits_shape_on_any_encoder():

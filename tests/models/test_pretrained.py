@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mtkit import adapters as A
+from mtkit.core.utils import MtkitError
 from mtkit.data import TextDataset
-from mtkit.evaluate import evaluate
-from mtkit.finetune import STRATEGIES, fine_tune
+from mtkit.evaluation.metrics import evaluate
 from mtkit.models import Classifier
 from mtkit.models import pretrained as P
-from mtkit.utils import MtkitError
+from mtkit.stages import adapters as A
+from mtkit.stages.finetune import STRATEGIES, fine_tune
 
 TEXTS = [
     "@united thanks for the quick rebooking, great crew!",

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from mtkit.core.utils import MtkitError
 from mtkit.models import Classifier
 from mtkit.models.text import (
     BagOfWordsAutoencoder,
@@ -11,7 +12,6 @@ from mtkit.models.text import (
     mask_tokens,
     masked_token_loss,
 )
-from mtkit.utils import MtkitError
 
 VOCAB = 50
 
@@ -168,7 +168,7 @@ def test_trimmed_padding_changes_neither_features_nor_masked_loss():
 
 
 def test_prompt_tuning_trains_the_prompt_vectors_and_nothing_else_in_the_encoder():
-    from mtkit.adapters import PromptTuning, freeze_base, train_adapter
+    from mtkit.stages.adapters import PromptTuning, freeze_base, train_adapter
 
     torch.manual_seed(0)
     encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, heads=2)

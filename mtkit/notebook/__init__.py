@@ -1,0 +1,4 @@
+"""Notebook helpers: the hyperparameter panel (panel.py) and the routing of a background
+thread's output into it (thread_output.py)."""
+
+from mtkit.notebook import panel, thread_output  # noqa: F401

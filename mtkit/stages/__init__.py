@@ -1,0 +1,11 @@
+"""The training stages, in the order data flows through them:
+
+pretrain.py    learn from unlabelled data: autoencoders, masked tokens, bag of words
+finetune.py    a Classifier on a pretrained encoder learns from a few labels (strategies)
+adapters/      what can be added to a frozen encoder instead: LoRA, bottleneck, prompt, heads
+method.py      a strategy × an addition: the one place that attaches a method to a classifier
+selftrain.py   learn from the classifier's own confident guesses on the unlabelled pool
+shift.py       adapt a trained classifier to a shifted domain (naive, rehearsal, adapter)
+"""
+
+from mtkit.stages import adapters, finetune, pretrain, selftrain  # noqa: F401
