@@ -1,5 +1,82 @@
-"""Experiments: the method protocol, label efficiency over seeds and label counts, baselines."""
+"""Experiments: one method protocol for every track, and label efficiency over seeds.
 
-from mtkit.experiments import pretrained, text  # noqa: F401
-from mtkit.experiments.efficiency import *  # noqa: F403
-from mtkit.experiments.efficiency import __all__  # noqa: F401
+protocol.py     Method, ClassifierMethod (the shared recipe), FineTuned, MethodResult,
+                PretrainCache
+baselines.py    scikit-learn: logistic regression (pixels), PCA + LR, TF-IDF + LR
+images.py       the image track: PretrainSpec, FineTuneMethod, SelfTrainMethod
+text.py         the small Transformer of notebook 05: TextFineTuneMethod
+pretrained.py   a real pretrained Transformer (MiniLM): PretrainedTransformerMethod
+adapters.py     adapt_encoder: one adaptation method on a copy of an encoder, measured
+efficiency.py   label_efficiency, its table, summaries and paired verdicts
+"""
+
+from mtkit.experiments import adapters, pretrained, text  # noqa: F401
+from mtkit.experiments.baselines import (
+    LogisticRegressionBaseline,
+    PCALogisticBaseline,
+    TfidfLogisticBaseline,
+)
+from mtkit.experiments.efficiency import (
+    EfficiencyRow,
+    LabelEfficiencyTable,
+    SummaryRow,
+    label_efficiency,
+    paired_difference,
+    summarize,
+)
+from mtkit.experiments.images import (
+    FineTuneMethod,
+    PretrainSpec,
+    SelfTrainMethod,
+    default_methods,
+    non_test_images,
+    pretrained_autoencoder,
+)
+from mtkit.experiments.pretrained import PretrainedTransformerMethod, embed_texts
+from mtkit.experiments.protocol import (
+    ClassifierMethod,
+    FineTuned,
+    Method,
+    MethodResult,
+    PretrainCache,
+)
+from mtkit.experiments.text import TextFineTuneMethod, default_text_methods, non_test_texts
+
+__all__ = [
+    "ClassifierMethod",
+    "EfficiencyRow",
+    "FineTuneMethod",
+    "FineTuned",
+    "LabelEfficiencyTable",
+    "LogisticRegressionBaseline",
+    "Method",
+    "MethodResult",
+    "PCALogisticBaseline",
+    "PretrainCache",
+    "PretrainSpec",
+    "PretrainedTransformerMethod",
+    "SelfTrainMethod",
+    "SummaryRow",
+    "TextFineTuneMethod",
+    "TfidfLogisticBaseline",
+    "default_methods",
+    "default_text_methods",
+    "embed_texts",
+    "label_efficiency",
+    "non_test_images",
+    "non_test_texts",
+    "paired_difference",
+    "pretrained_autoencoder",
+    "summarize",
+]
+
+
+def __getattr__(name: str):
+    """`plot_label_efficiency` moved to mtkit.plots (experiments never import plots)."""
+    if name == "plot_label_efficiency":
+        from mtkit import _moved
+        from mtkit.plots import experiments as figures
+
+        _moved.warn_moved("mtkit.experiments.plot_label_efficiency", "mtkit.plots." + name)
+        return figures.plot_label_efficiency
+    raise AttributeError(f"module 'mtkit.experiments' has no attribute {name!r}")

@@ -4,7 +4,7 @@ The model comes from mtkit/models/pretrained.py; this module makes it a method t
 `experiments.label_efficiency` runs beside TF-IDF and the small Transformer of notebook 05:
 
     methods = [TfidfLogisticBaseline(), PretrainedTransformerMethod("linear_probe"),
-               PretrainedTransformerMethod("lora"), PretrainedTransformerMethod("full")]
+               PretrainedTransformerMethod(addition="lora"), PretrainedTransformerMethod("full")]
     table = label_efficiency(load_text("tweets"), methods, labels_per_class=(100, 1000),
                              seeds=range(3), test_size=5000, validation_per_class=100)
 
@@ -25,34 +25,26 @@ standardisation uses the labelled and validation texts; never a test text).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from mtkit.core.batches import forward_in_batches
 from mtkit.core.cache import cache_dir, cache_key, fingerprint, load_or_build
 from mtkit.core.checkpoint import content_hash
-from mtkit.core.utils import MtkitError, check_choice, check_positive, get_device, seed_everything
-from mtkit.data import FewLabelSplit
-from mtkit.experiments.efficiency import MethodResult, PretrainCache, _check_options
+from mtkit.core.utils import MtkitError, get_device
+from mtkit.experiments.protocol import ClassifierMethod, FineTuned, PretrainCache
+from mtkit.experiments.text import encode_texts
 from mtkit.models import Classifier
-from mtkit.models.pretrained import (
-    BOTTLENECK_PLACES,
-    PretrainedTextModel,
-    load_pretrained_text_encoder,
-)
-from mtkit.stages.adapters import PromptTuning, add_adapters, add_lora, freeze_base, train_adapter
-from mtkit.stages.finetune import FineTuneResult, count_trainable, fine_tune
-
-PRETRAINED_METHODS = ("linear_probe", "lora", "bottleneck", "prompt", "full")
+from mtkit.models.pretrained import PretrainedTextModel, load_pretrained_text_encoder
+from mtkit.stages.finetune import FineTuneResult, fine_tune, set_trainable
+from mtkit.stages.method import train_method
 
 # Fine-tuning settings, chosen on tweets splits with seeds 100-104 and 300 labels (never the
-# benchmark's seeds 0-2, never a test tweet): `python bench/minilm.py --tune`, whose lines are in
-# BENCHMARKS.md. Every setting tried scored within about a point of the others on 2,000 held-out
-# pool tweets per seed; training up to 20 epochs and keeping the epoch with the best validation
-# accuracy did a little better for LoRA and full fine-tuning than stopping on validation loss,
-# which rises (overconfidence) while accuracy still improves. The bottleneck and prompt rates
-# come from the first round of that search (10 epochs, stopping on loss).
+# benchmark's seeds 0-2, never a test tweet): `python bench/minilm.py --tune`; what was tried
+# and why these won is in that script's docstring and in BENCHMARKS.md.
 PRETRAINED_FINE_TUNE = {
     "epochs": 20,
     "patience": 5,
@@ -74,20 +66,11 @@ def length_order(token_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     return torch.argsort((token_ids != pad_id).sum(dim=1), stable=True)
 
 
-@torch.no_grad()
 def _run_by_length(model: nn.Module, token_ids, pad_id: int, batch_size: int) -> torch.Tensor:
     """model(token_ids) in eval mode, batch by batch in length order: N×... rows on the CPU, in
     the order of `token_ids`. Each batch is cut to its longest text by the model itself."""
-    check_positive("batch_size", batch_size, integer=True)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     order = length_order(token_ids, pad_id)
-    chunks = [model(token_ids[rows].to(device)).float().cpu() for rows in order.split(batch_size)]
-    model.train(was_training)
-    outputs = torch.empty(len(token_ids), *chunks[0].shape[1:])
-    outputs[order] = torch.cat(chunks)  # back to the caller's order
-    return outputs
+    return forward_in_batches(model, token_ids, batch_size=batch_size, order=order)
 
 
 def predict_by_length(classifier: nn.Module, token_ids: torch.Tensor, batch_size: int = 128):
@@ -143,54 +126,57 @@ def embed_texts(
 # The method for label_efficiency.
 
 
-@dataclass
-class PretrainedTransformerMethod:
-    """A Classifier on the pretrained Transformer, trained on the labelled texts with `method`:
+def _texts(data) -> list[str]:
+    return list(data.texts) if hasattr(data, "texts") else list(data)
 
-        linear_probe  the Transformer frozen; a linear head on its cached embeddings
-        lora          LoRA of rank `lora_rank` on every attention query and value projection
-        bottleneck    bottleneck adapters of width `adapter_size` after every attention output
-                      and feed-forward layer (Houlsby et al.'s places)
-        prompt        `prompt_length` learned vectors in front of every text (prompt tuning)
-        full          every weight learns
-    With an adapter, only it and the head train. Features are standardised with the mean and
-    spread of the frozen model's embeddings of the labelled and validation texts.
-    probe_first: start the head of lora/bottleneck/prompt/full from a linear probe on the cached
-        embeddings (LP-FT, Kumar et al., 2022), instead of from random weights.
+
+@dataclass(kw_only=True)
+class PretrainedTransformerMethod(ClassifierMethod):
+    """A Classifier on the pretrained Transformer, trained on the labelled texts.
+
+    strategy: "linear_probe" (default: the Transformer frozen, a linear head on its cached
+        embeddings) or "full" (every weight learns); with an addition, "linear_probe".
+    addition: "lora" (rank 8 on every attention query and value projection), "bottleneck"
+        (width 16 after every attention output and feed-forward layer, Houlsby et al.'s
+        places), "prompt" (8 learned vectors in front of every text), or an Addition with
+        other sizes. Only it and the head train then.
+    Features are standardised with the mean and spread of the frozen model's embeddings of the
+    labelled and validation texts.
+    probe_first: start the head of an adapter or full fine-tuning from a linear probe on the
+        cached embeddings (LP-FT, Kumar et al., 2022), instead of from random weights.
     options: more keyword arguments for `fine_tune` (lr, epochs, patience, batch_size, ...),
         over PRETRAINED_FINE_TUNE (PROBE_FINE_TUNE for the probe) and PRETRAINED_LR.
     model: which pretrained model (see models.pretrained.PRETRAINED_TEXT_MODELS).
     cache_folder: where embed_texts keeps embeddings (None: mtkit.core.cache.cache_dir()).
     """
 
-    method: str = "lora"
     model: str = "minilm"
-    lora_rank: int = 8
-    lora_alpha: float | None = None
-    adapter_size: int = 16
-    prompt_length: int = 8
     probe_first: bool = False
-    options: dict = field(default_factory=dict)
-    name: str = ""
     cache_folder: str | None = None
 
+    DEFAULT_STRATEGY: ClassVar[str] = "linear_probe"
+    LR: ClassVar[dict] = PRETRAINED_LR
+    FINE_TUNE: ClassVar[dict] = PRETRAINED_FINE_TUNE
+    ADDITION_DEFAULTS: ClassVar[dict] = {
+        "lora": {"rank": 8},
+        "bottleneck": {"size": 16},
+        "prompt": {"length": 8},
+    }
+    TRACK: ClassVar[str] = "MiniLM"
+    STRATEGY_LABELS: ClassVar[dict] = {"linear_probe": "linear probe", "full": "full fine-tuning"}
+
     def __post_init__(self):
-        check_choice("method", self.method, PRETRAINED_METHODS)
-        check_positive("lora_rank", self.lora_rank, integer=True)
-        check_positive("adapter_size", self.adapter_size, integer=True)
-        check_positive("prompt_length", self.prompt_length, integer=True)
-        _check_options(self.options, "PretrainedTransformerMethod")
-        if not self.name:
-            self.name = (
-                "MiniLM + "
-                + {
-                    "linear_probe": "linear probe",
-                    "lora": f"LoRA r={self.lora_rank}",
-                    "bottleneck": f"bottleneck {self.adapter_size}",
-                    "prompt": f"prompt tuning ({self.prompt_length} vectors)",
-                    "full": "full fine-tuning",
-                }[self.method]
+        super().__post_init__()
+        if self.chosen_strategy not in ("linear_probe", "full"):
+            raise MtkitError(
+                f"the pretrained Transformer takes strategy 'linear_probe' or 'full', "
+                f"got {self.chosen_strategy!r}"
             )
+
+    @property
+    def probes_only(self) -> bool:
+        """A linear probe and nothing else: it never runs the Transformer after embedding."""
+        return self.chosen_strategy == "linear_probe" and self.chosen_addition is None
 
     def pretrained(self, cache: PretrainCache | None = None) -> PretrainedTextModel:
         """The loaded model, on the device training will use; loaded once per PretrainCache.
@@ -209,66 +195,50 @@ class PretrainedTransformerMethod:
         loaded = self.pretrained(cache)
         return embed_texts(loaded.encoder, loaded.tokenizer, texts, folder=self.cache_folder)
 
-    def adapted_classifier(self, num_classes: int, cache: PretrainCache | None = None):
-        """A new, untrained Classifier on a copy of the model, with this method's adapter in
-        place and exactly the parameters that will train set to requires_grad."""
+    def start(self, split, seed, cache):
         loaded = self.pretrained(cache)
-        classifier = Classifier(copy.deepcopy(loaded.encoder), num_classes)
-        classifier.to(next(loaded.encoder.parameters()).device)
-        if self.method == "lora":
-            add_lora(classifier, ["*.query", "*.value"], rank=self.lora_rank, alpha=self.lora_alpha)
-        elif self.method == "bottleneck":
-            places = [f"encoder.{place}" for place in BOTTLENECK_PLACES]
-            add_adapters(classifier, places, size=self.adapter_size)
-        elif self.method == "prompt":
-            encoder = classifier.encoder
-            encoder.prompt = PromptTuning(encoder.output_size, num_prompts=self.prompt_length)
-            encoder.prompt.initialize_from(encoder.transformer.embeddings.word_embeddings)
-            freeze_base(classifier)
-        elif self.method == "linear_probe":
-            classifier.requires_grad_(False)
-        classifier.head.requires_grad_(True)  # the task's head always learns
-        return classifier
+        return copy.deepcopy(loaded.encoder), loaded.tokenizer, 0.0
 
-    def fine_tuned(self, split: FewLabelSplit, seed: int, cache: PretrainCache | None = None):
-        """(trained Classifier on token ids, its tokenizer, FineTuneResult) for this split."""
-        cache = PretrainCache() if cache is None else cache
-        loaded = self.pretrained(cache)
-        labels, val_labels = split.labelled.labels, split.validation.labels
-        features = self.embeddings(split.labelled.texts, cache)
-        val_features = self.embeddings(split.validation.texts, cache)
-        seed_everything(seed)
-        classifier = self.adapted_classifier(split.labelled.num_classes, cache)
-        known = torch.cat([features, val_features])  # no test text among them
+    def prepare(self, classifier, split, fitted, cache):
+        classifier.to(next(self.pretrained(cache).encoder.parameters()).device)
+        if self.probes_only:
+            set_trainable(classifier.encoder, False)
+        known = torch.cat(  # no test text among them
+            [self.embeddings(split.labelled.texts, cache),
+             self.embeddings(split.validation.texts, cache)]
+        )  # fmt: skip
         classifier.feature_mean.copy_(known.mean(dim=0))
         classifier.feature_std.copy_(known.std(dim=0).clamp_min(1e-4))
-        if self.method == "linear_probe" or self.probe_first:
-            result = self._probe(classifier, (features, labels), (val_features, val_labels), seed)
-            if self.method == "linear_probe":
-                return classifier, loaded.tokenizer, result
 
-        max_length = loaded.encoder.config.max_length
-        labelled = split.labelled.tensors_for(loaded.tokenizer, max_length)
-        val_ids = split.validation.tensors_for(loaded.tokenizer, max_length)[0]
+    def training_options(self, seed):
+        return {**super().training_options(seed), "seed": seed}
+
+    def fine_tuned(self, split, seed, cache=None) -> FineTuned:
+        """The probe on cached embeddings (and for LP-FT the head's start), then the adapter or
+        full fine-tuning on token ids with length-ordered validation."""
+        cache = PretrainCache() if cache is None else cache
+        fitted = self.new_classifier(split, seed, cache)
+        if self.probes_only or self.probe_first:
+            fitted.result = self._probe(fitted.model, split, seed, cache)
+            if self.probes_only:
+                return fitted
+        config = self.pretrained(cache).encoder.config
+        labelled = split.labelled.tensors_for(fitted.tokenizer, config.max_length)
+        val_ids = split.validation.tensors_for(fitted.tokenizer, config.max_length)[0]
         # Validation runs in order: sorted by length, its batches carry little padding.
-        order = length_order(val_ids, loaded.encoder.config.pad_id)
-        validation = (val_ids[order], val_labels[order])
-        options = {
-            **PRETRAINED_FINE_TUNE,
-            "lr": PRETRAINED_LR[self.method],
-            "progress": False,
-            "seed": seed,
-            **self.options,
-        }
-        if self.method == "full":
-            result = fine_tune(
-                classifier, labelled, strategy="full", validation=validation, **options
-            )
-        else:
-            result = train_adapter(classifier, labelled, validation=validation, **options)
-        return classifier, loaded.tokenizer, result
+        order = length_order(val_ids, config.pad_id)
+        validation = (val_ids[order], split.validation.labels[order])
+        fitted.result = train_method(
+            fitted.model,
+            labelled,
+            self.chosen_strategy,
+            self.chosen_addition,
+            validation=validation,
+            **self.training_options(seed),
+        )
+        return fitted
 
-    def _probe(self, classifier, labelled, validation, seed) -> FineTuneResult:
+    def _probe(self, classifier, split, seed, cache) -> FineTuneResult:
         """Train `classifier`'s head on cached features: the same Classifier and fine_tune, with
         the encoder's work already done (nn.Identity stands in for it). The head and the
         standardisation are then `classifier`'s, so it works on token ids as usual."""
@@ -278,37 +248,24 @@ class PretrainedTransformerMethod:
         probe.feature_mean.copy_(classifier.feature_mean)
         probe.feature_std.copy_(classifier.feature_std)
         options = {**PROBE_FINE_TUNE, "progress": False, "seed": seed}
-        if self.method == "linear_probe":
+        if self.probes_only:
             options.update(self.options)
+        labelled = (self.embeddings(split.labelled.texts, cache), split.labelled.labels)
+        validation = (self.embeddings(split.validation.texts, cache), split.validation.labels)
         result = fine_tune(
             probe, labelled, strategy="linear_probe", validation=validation, **options
         )
         classifier.head.load_state_dict(probe.head.state_dict())
         return result
 
-    def predict(self, classifier, texts, cache: PretrainCache | None = None) -> torch.Tensor:
-        """Predicted classes (N,) of a trained classifier for N texts. A linear probe reads the
-        frozen model's cached embeddings; every other method runs its changed model."""
-        if self.method == "linear_probe":
+    def predict_proba(self, fitted, data, cache=None) -> torch.Tensor:
+        """N×num_classes probabilities for N texts. A linear probe reads the frozen model's
+        cached embeddings; every other method runs its changed model."""
+        classifier = fitted.model
+        if self.probes_only:
             with torch.no_grad():
-                features = self.embeddings(texts, cache).to(classifier.head.weight)
+                features = self.embeddings(_texts(data), cache).to(classifier.head.weight)
                 standardised = (features - classifier.feature_mean) / classifier.feature_std
-                return classifier.head(standardised).argmax(dim=1).cpu()
-        loaded = self.pretrained(cache)
-        ids = loaded.tokenizer.encode(list(texts), max_length=loaded.encoder.config.max_length)
-        return predict_by_length(classifier, ids).argmax(dim=1)
-
-    def run(self, split: FewLabelSplit, seed: int, cache: PretrainCache | None = None):
-        cache = PretrainCache() if cache is None else cache
-        classifier, _, _ = self.fine_tuned(split, seed, cache)
-        predictions = self.predict(classifier, split.test.texts, cache)
-        return MethodResult(predictions, count_trainable(classifier))
-
-
-def default_pretrained_methods() -> list:
-    """The MiniLM line-up of bench/minilm.py: a linear probe, LoRA and full fine-tuning."""
-    return [
-        PretrainedTransformerMethod("linear_probe"),
-        PretrainedTransformerMethod("lora"),
-        PretrainedTransformerMethod("full"),
-    ]
+                return torch.softmax(classifier.head(standardised), dim=1).cpu()
+        ids = encode_texts(_texts(data), fitted.tokenizer, classifier.encoder.config.max_length)
+        return predict_by_length(classifier, ids)

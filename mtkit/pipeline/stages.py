@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mtkit.core.utils import MtkitError, seed_everything
+from mtkit.experiments.images import IMAGE_LR
 from mtkit.pipeline.config import (
     AdaptConfig,
     DataConfig,
@@ -23,6 +24,8 @@ from mtkit.pipeline.config import (
 from mtkit.pipeline.exit import ExitCriteria
 from mtkit.pipeline.records import Run
 from mtkit.pipeline.runner import Pipeline, RunContext, Stage, StageOutput
+from mtkit.stages.adapters import trainable_parameters
+from mtkit.stages.method import Bottleneck, LoRA, attach, train_method
 
 STANDARDIZE_AT_MOST = 5000  # pool examples used to standardise features (means need no more)
 
@@ -134,7 +137,7 @@ def probe_scores(encoder: nn.Module, context: RunContext) -> dict[str, float]:
 
 def classifier_scores(classifier: nn.Module, context: RunContext) -> dict[str, float]:
     """Validation (and test) accuracy of a classifier."""
-    from mtkit.stages.adapters import accuracy
+    from mtkit.stages.method import accuracy
 
     scores = {"val_accuracy": accuracy(classifier, context.encode(context.split.validation))}
     if context.score_test:
@@ -203,25 +206,26 @@ def adapt_stage(config: AdaptConfig) -> Stage:
     and trainable_parameters.
     """
 
-    def train(context: RunContext, model, exit: ExitCriteria, callbacks) -> StageOutput:
-        from mtkit.stages import adapters
+    # Every layer of the encoder, as this stage always did, on images and texts alike.
+    addition = (
+        LoRA(rank=config.size, targets=("encoder",))
+        if config.method == "lora"
+        else Bottleneck(size=config.size, places=("encoder.*",))
+    )
 
+    def train(context: RunContext, model, exit: ExitCriteria, callbacks) -> StageOutput:
         if model is None or not hasattr(model, "head"):
             raise MtkitError("the adapt stage adapts the classifier of the finetune stage")
         split = context.split
         seed_everything(context.seed)
         classifier = copy.deepcopy(model)
-        if config.method == "lora":
-            adapters.add_lora(classifier, "encoder", rank=config.size, adapter_name="adapt")
-        else:
-            adapters.add_adapters(classifier, "encoder.*", size=config.size, adapter_name="adapt")
-        head = adapters.add_task_head(classifier, "adapt", classifier.num_classes)
-        head.load_state_dict(classifier.head.base.state_dict())  # start from the fine-tuned head
-        lr = config.lr or adapters.DEFAULT_LEARNING_RATES[config.method]
-        result = adapters.train_adapter(
+        attach(classifier, addition, head="task_from_head", adapter_name="adapt")
+        result = train_method(
             classifier,
             context.encode(split.labelled),
-            lr=lr,
+            "linear_probe",
+            addition,
+            lr=config.lr or IMAGE_LR[config.method],
             validation=context.encode(split.validation),
             epochs=exit.max_epochs,
             batch_size=config.batch_size,
@@ -233,11 +237,10 @@ def adapt_stage(config: AdaptConfig) -> Stage:
             progress=context.progress,
         )
         scores = classifier_scores(classifier, context)
-        scores["trainable_parameters"] = adapters.trainable_parameters(classifier).trainable
+        scores["trainable_parameters"] = trainable_parameters(classifier).trainable
         return StageOutput(classifier, result.history, scores)
 
-    method = f"LoRA r={config.size}" if config.method == "lora" else f"bottleneck {config.size}"
-    return Stage("adapt", train, exit_criteria(config), method, dataclasses.asdict(config))
+    return Stage("adapt", train, exit_criteria(config), addition.label, dataclasses.asdict(config))
 
 
 def build_pipeline(config: PipelineConfig) -> Pipeline:

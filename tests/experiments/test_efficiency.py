@@ -14,20 +14,21 @@ from sklearn.linear_model import LogisticRegression
 
 from mtkit.core.utils import MtkitError
 from mtkit.data import ImageDataset, few_labels
-from mtkit.experiments.efficiency import (
+from mtkit.experiments import (
     EfficiencyRow,
     FineTuneMethod,
     LabelEfficiencyTable,
     LogisticRegressionBaseline,
     MethodResult,
     PCALogisticBaseline,
+    PretrainCache,
     PretrainSpec,
     SelfTrainMethod,
     default_methods,
     label_efficiency,
-    plot_label_efficiency,
     summarize,
 )
+from mtkit.plots.experiments import plot_label_efficiency
 from mtkit.stages.selftrain import self_train
 
 matplotlib.use("Agg")
@@ -58,7 +59,7 @@ class Spy:
     def __init__(self):
         self.splits = []
 
-    def run(self, split, seed):  # no cache argument: label_efficiency must cope
+    def run(self, split, seed, cache):
         self.splits.append(split)
         return MethodResult(torch.zeros(len(split.test), dtype=torch.long), 0)
 
@@ -66,8 +67,8 @@ class Spy:
 def test_one_row_per_method_labels_and_seed_with_sane_fields():
     methods = [
         LogisticRegressionBaseline(),
-        FineTuneMethod("linear_probe", TINY, options={"epochs": 2}),
-        FineTuneMethod("scratch", TINY, options={"epochs": 2}),
+        FineTuneMethod("linear_probe", pretrain=TINY, options={"epochs": 2}),
+        FineTuneMethod("scratch", pretrain=TINY, options={"epochs": 2}),
     ]
     table = label_efficiency(
         numbered_dataset(), methods, labels_per_class=(2, 4), seeds=(0, 1), test_size=30
@@ -98,8 +99,8 @@ def test_pretraining_runs_once_per_seed_and_never_sees_test_images(monkeypatch):
     monkeypatch.setattr(PretrainSpec, "pretrain", recording)
     dataset = numbered_dataset()
     methods = [
-        FineTuneMethod("linear_probe", TINY, options={"epochs": 1}),
-        FineTuneMethod("full", TINY, options={"epochs": 1}),
+        FineTuneMethod("linear_probe", pretrain=TINY, options={"epochs": 1}),
+        FineTuneMethod("full", pretrain=TINY, options={"epochs": 1}),
     ]
     label_efficiency(dataset, methods, labels_per_class=(2, 4), seeds=(0, 1), test_size=30)
     assert [seed for seed, _ in seen] == [0, 1]  # cached across labels_per_class and methods
@@ -134,7 +135,7 @@ def test_sklearn_baselines_train_on_the_labelled_images_only(baseline):
     guarded = dataclasses.replace(
         split, unlabelled=_Refuse(), validation=_Refuse(), test=split.test.without_labels()
     )
-    result = baseline.run(guarded, seed=0)
+    result = baseline.run(guarded, seed=0, cache=PretrainCache())
     assert result.predictions.shape == (30,)
     if isinstance(baseline, LogisticRegressionBaseline):  # the same as fitting it by hand
         x = split.labelled.images.reshape(len(split.labelled), -1).numpy()
@@ -214,7 +215,7 @@ def test_self_train_method_defaults_follow_self_train():
 
 def test_self_train_method_runs_on_a_split():
     method = SelfTrainMethod(
-        FineTuneMethod("linear_probe", TINY, options={"epochs": 2}),
+        FineTuneMethod("linear_probe", pretrain=TINY, options={"epochs": 2}),
         rounds=1,
         options={"epochs": 1},
     )

@@ -19,6 +19,7 @@ from mtkit.experiments.pretrained import (
     predict_by_length,
 )
 from mtkit.models import Classifier
+from mtkit.stages.method import LoRA
 from mtkit.stages.finetune import predict
 
 WORDS = {
@@ -85,14 +86,19 @@ def test_predicting_in_length_order_gives_the_rows_back_in_their_order(cache):
 
 
 def test_method_names_and_bad_settings():
-    assert PretrainedTransformerMethod("lora").name == "MiniLM + LoRA r=8"
+    assert PretrainedTransformerMethod(addition="lora").name == "MiniLM + LoRA r=8"
     assert PretrainedTransformerMethod("linear_probe").name == "MiniLM + linear probe"
-    with pytest.raises(MtkitError, match="method"):
+    assert PretrainedTransformerMethod("full").name == "MiniLM + full fine-tuning"
+    lora = PretrainedTransformerMethod(addition=LoRA(rank=16))
+    assert dataclasses.replace(lora, addition=LoRA(rank=2)).name == "MiniLM + LoRA r=2"
+    with pytest.raises(MtkitError, match="strategy"):
         PretrainedTransformerMethod("distill")
-    with pytest.raises(MtkitError, match="lora_rank"):
-        PretrainedTransformerMethod("lora", lora_rank=0)
+    with pytest.raises(MtkitError, match="'linear_probe' or 'full'"):
+        PretrainedTransformerMethod("gradual_unfreeze")
+    with pytest.raises(MtkitError, match="lora rank"):
+        PretrainedTransformerMethod(addition=LoRA(rank=0))
     with pytest.raises(MtkitError, match="validation"):
-        PretrainedTransformerMethod("lora", options={"validation": None})
+        PretrainedTransformerMethod(addition="lora", options={"validation": None})
 
 
 @pytest.mark.parametrize(
@@ -108,7 +114,9 @@ def test_each_method_trains_what_it_should_and_predicts_every_test_text(cache, m
     split = few_labels(sentiment_texts(), 5, validation_per_class=5, test_size=30, seed=0)
     blind = few_labels(sentiment_texts(), 5, validation_per_class=5, test_size=30, seed=0)
     blind = dataclasses.replace(blind, test=blind.test.without_labels())  # as label_efficiency
-    chosen = PretrainedTransformerMethod(method, options={} if method == "linear_probe" else FAST)
+    strategy, addition = (method, None) if method in ("linear_probe", "full") else (None, method)
+    options = {} if method == "linear_probe" else FAST
+    chosen = PretrainedTransformerMethod(strategy, addition=addition, options=options)
     result = chosen.run(blind, seed=0, cache=cache)
     assert result.predictions.shape == (30,) and result.trainable_parameters == trainable
     if method == "linear_probe":  # a probe on a sentence model separates these easily
@@ -118,10 +126,12 @@ def test_each_method_trains_what_it_should_and_predicts_every_test_text(cache, m
 def test_probe_first_starts_the_head_from_a_linear_probe(cache):
     split = few_labels(sentiment_texts(), 5, validation_per_class=5, test_size=30, seed=0)
     method = PretrainedTransformerMethod(
-        "lora", probe_first=True, options={"epochs": 1, "lr": 1e-9}
+        addition="lora", probe_first=True, options={"epochs": 1, "lr": 1e-9}
     )
-    classifier, _, _ = method.fine_tuned(split, seed=0, cache=cache)
-    guesses = method.predict(classifier, split.test.texts, cache)
+    fitted = method.fine_tuned(split, seed=0, cache=cache)
+    guesses = method.predict(fitted, split.test.texts, cache)
+    probabilities = method.predict_proba(fitted, split.test, cache)
+    assert probabilities.shape == (30, 3) and torch.equal(probabilities.argmax(dim=1), guesses)
     assert (guesses == split.test.labels).float().mean() > 0.8  # the probe's head, barely moved
 
 

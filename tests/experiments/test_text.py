@@ -14,6 +14,7 @@ from mtkit.experiments.text import (
     default_text_methods,
     non_test_texts,
 )
+from mtkit.stages.method import LoRA, Prompt
 from mtkit.stages.pretrain import TextPretrainConfig
 
 TINY = TextPretrainConfig(vocab_size=60, max_length=8, width=16, depth=1, heads=2, epochs=1)
@@ -58,15 +59,16 @@ def test_tfidf_baseline_learns_and_picks_its_regularisation_on_validation():
         (TextFineTuneMethod("scratch", pretrain=TINY, options=FAST), "all"),
         (TextFineTuneMethod("full", pretrain=TINY, options=FAST), "all"),
         (TextFineTuneMethod("linear_probe", pretrain=TINY, options=FAST), "head"),
-        (TextFineTuneMethod(adapter="lora", lora_rank=2, pretrain=TINY, options=FAST), "lora"),
-        (TextFineTuneMethod(adapter="prompt", prompt_length=3, pretrain=TINY, options=FAST), "p"),
+        (TextFineTuneMethod(addition=LoRA(rank=2), pretrain=TINY, options=FAST), "lora"),
+        (TextFineTuneMethod(addition=Prompt(length=3), pretrain=TINY, options=FAST), "p"),
     ],
     ids=lambda value: getattr(value, "name", value),
 )
 def test_each_text_method_trains_exactly_what_it_claims(method, trainable, tmp_path, monkeypatch):
     monkeypatch.setenv("MTKIT_CACHE", str(tmp_path))
     split = few_labels(sentiment_texts(), 10, test_size=30, seed=0)
-    classifier, tokenizer, result, seconds = method.fine_tuned(split, seed=0)
+    fitted = method.fine_tuned(split, seed=0)
+    classifier, tokenizer, seconds = fitted.model, fitted.tokenizer, fitted.pretrain_seconds
     names = {name for name, p in classifier.named_parameters() if p.requires_grad}
     every = {name for name, _ in classifier.named_parameters()}
     head = {"head.weight", "head.bias"}
@@ -83,7 +85,7 @@ def test_each_text_method_trains_exactly_what_it_claims(method, trainable, tmp_p
         "p": {"encoder.prompt.adapters.default.vectors"} | head,
     }[trainable]
     assert names == expected
-    assert (seconds == 0.0) == (method.strategy == "scratch")
+    assert (seconds == 0.0) == (method.chosen_strategy == "scratch")
     test_ids = split.test.tensors_for(tokenizer, TINY.max_length)[0]
     assert classifier(test_ids).shape == (30, 3)
 
@@ -118,10 +120,12 @@ def test_label_efficiency_runs_unchanged_on_text(tmp_path, monkeypatch):
 
 
 def test_bad_method_settings_raise_clear_errors():
-    with pytest.raises(MtkitError, match="adapter"):
-        TextFineTuneMethod(adapter="bottleneck")
+    with pytest.raises(MtkitError, match="unknown addition"):
+        TextFineTuneMethod(addition="adapter")
     with pytest.raises(MtkitError, match="scratch"):
-        TextFineTuneMethod("scratch", adapter="lora")
+        TextFineTuneMethod("scratch", addition="lora")
+    with pytest.raises(MtkitError, match="linear_probe"):
+        TextFineTuneMethod("full", addition="lora")  # an adapter keeps the encoder frozen
     with pytest.raises(MtkitError, match="strategy"):
         TextFineTuneMethod("fast")
     with pytest.raises(MtkitError, match="validation"):

@@ -39,7 +39,8 @@ The files, one idea each. Start with lora.py: read top to bottom, it is all of L
     tasks.py       one backbone, many tasks: TaskHeads, add_task_head, set_active_adapter,
                    freeze_base, trainable_parameters
     files.py       save_adapter, load_adapter: an adapter alone in a small file
-    training.py    train_adapter, and adapt_encoder to compare adapters with the alternatives
+    training.py    train_adapter: train what is trainable now
+Comparing adapters with the alternatives is an experiment: mtkit/experiments/adapters.py.
 """
 
 from mtkit.stages.adapters.bottleneck import AdaptedBlock, BottleneckAdapter, add_adapters
@@ -65,16 +66,7 @@ from mtkit.stages.adapters.tasks import (
     set_active_adapter,
     trainable_parameters,
 )
-from mtkit.stages.adapters.training import (
-    ADAPTATION_METHODS,
-    DEFAULT_LEARNING_RATES,
-    AdaptationRun,
-    MethodSummary,
-    accuracy,
-    adapt_encoder,
-    summarize_runs,
-    train_adapter,
-)
+from mtkit.stages.adapters.training import train_adapter
 from mtkit.stages.adapters.wrapper import AdaptedModule
 
 __all__ = [
@@ -104,11 +96,28 @@ __all__ = [
     "save_adapter",
     "load_adapter",
     "train_adapter",
+]
+
+# Experiment helpers that lived here before the layout separated stages from experiments.
+_MOVED_TO_EXPERIMENTS = (
     "ADAPTATION_METHODS",
     "DEFAULT_LEARNING_RATES",
     "AdaptationRun",
-    "adapt_encoder",
     "MethodSummary",
+    "adapt_encoder",
     "summarize_runs",
-    "accuracy",
-]
+)
+
+
+def __getattr__(name: str):
+    """Old names: adapt_encoder & co. are in mtkit.experiments.adapters, accuracy in
+    mtkit.stages.method; they still answer here, with a DeprecationWarning."""
+    import importlib
+
+    from mtkit import _moved
+
+    if name in _MOVED_TO_EXPERIMENTS or name == "accuracy":
+        where = "mtkit.stages.method" if name == "accuracy" else "mtkit.experiments.adapters"
+        _moved.warn_moved(f"mtkit.adapters.{name}", f"{where}.{name}")
+        return getattr(importlib.import_module(where), name)
+    raise AttributeError(f"module 'mtkit.stages.adapters' has no attribute {name!r}")
