@@ -31,6 +31,7 @@ import torch
 from benchmarks_md import write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 import mtkit as mt
+from mtkit.experiments.adapters import AdaptationRun, adapt_encoder, summarize_runs
 from mtkit.stages import adapters as A
 
 SECTION_TITLE = "## Adapters (bench/adapters.py)"
@@ -64,14 +65,14 @@ def pretrained_encoder(split, seed: int):
     return autoencoder.encoder
 
 
-def run_all(seeds: int) -> tuple[list[A.AdaptationRun], dict]:
+def run_all(seeds: int) -> tuple[list[AdaptationRun], dict]:
     digits = mt.load_images("digits")
     runs, sizes = [], {}
     for seed in range(seeds):
         split = mt.few_labels(digits, LABELS_PER_CLASS, test_size=TEST_SIZE, seed=seed, test_seed=0)
         encoder = pretrained_encoder(split, seed)
         for method, size in METHODS:
-            classifier, run = A.adapt_encoder(encoder, split, method, size, seed=seed)
+            classifier, run = adapt_encoder(encoder, split, method, size, seed=seed)
             runs.append(run)
             if seed == 0 and method in ("lora", "bottleneck") and size in (4, 16):
                 sizes[run.label] = adapter_file_size(classifier)
@@ -149,7 +150,8 @@ def markdown(summaries, sizes: dict, args, seconds: float) -> str:
         f"pretrained per seed on the unlabelled pool ({PRETRAIN['epochs']} epochs). Every method "
         "trains with mtkit.fine_tune (AdamW, weight decay 1e-2, early stopping on validation "
         "loss, patience 30, at most 150 epochs; LoRA alpha = rank) at its learning rate from "
-        "mtkit.stages.adapters.DEFAULT_LEARNING_RATES (chosen with --tune on validation accuracy). "
+        "mtkit.experiments.adapters.DEFAULT_LEARNING_RATES (chosen with --tune on validation "
+        "accuracy). "
         "Trainable % is of the parameters the adapted classifier uses.",
         "",
         "| method | trainable params | trainable % | test accuracy (mean ± std) | s / run |",
@@ -192,7 +194,7 @@ def tune(seeds: int) -> None:
         encoder = pretrained_encoder(split, seed)
         for method, size in [*representative, ("full", None)]:
             for lr in TUNING_RATES:
-                _, run = A.adapt_encoder(encoder, split, method, size, seed=seed, lr=lr)
+                _, run = adapt_encoder(encoder, split, method, size, seed=seed, lr=lr)
                 scores.setdefault((run.label, lr), []).append(run.val_accuracy)
     print("mean validation accuracy (%) over", seeds, "seeds")
     print("| method | " + " | ".join(f"lr {lr:g}" for lr in TUNING_RATES) + " | best |")
@@ -218,7 +220,7 @@ def main() -> None:
         return
     started = time.perf_counter()
     runs, sizes = run_all(args.seeds)
-    section = markdown(A.summarize_runs(runs), sizes, args, time.perf_counter() - started)
+    section = markdown(summarize_runs(runs), sizes, args, time.perf_counter() - started)
     print(section)
     if args.markdown:
         write_section(args.markdown, SECTION_TITLE, section)

@@ -27,14 +27,16 @@ import torch
 from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_images
-from mtkit.experiments.efficiency import (
+from mtkit.evaluation.forgetting import forgetting
+from mtkit.experiments import (
     FineTuneMethod,
     PretrainCache,
     default_methods,
     label_efficiency,
+    pretrained_autoencoder,
     summarize,
 )
-from mtkit.stages.finetune import STRATEGIES, forgetting, predict
+from mtkit.stages.finetune import STRATEGIES
 
 SECTION_TITLE = "## Label efficiency (bench/label_efficiency.py)"
 TEST_SIZE = 500
@@ -83,7 +85,7 @@ def forgetting_rows(dataset, seeds, cache: PretrainCache, labels_per_class: int 
     """
     methods = [FineTuneMethod(strategy) for strategy in STRATEGIES]
     methods.append(
-        FineTuneMethod("full", options={"l2_sp": 1e-2}, name="pretrained + full + L2-SP (0.01)")
+        FineTuneMethod("full", options={"l2_sp": 1e-2}, title="pretrained + full + L2-SP (0.01)")
     )
     rows = []
     for method in methods:
@@ -94,11 +96,11 @@ def forgetting_rows(dataset, seeds, cache: PretrainCache, labels_per_class: int 
             )
             truth = split.test.labels
             split = dataclasses.replace(split, test=split.test.without_labels())
-            classifier, _, _ = method.fine_tuned(split, seed, cache)
-            autoencoder, _ = cache.autoencoder(method.pretrain, split, seed)
-            guesses = predict(classifier, split.test.images).argmax(dim=1)
+            fitted = method.fine_tuned(split, seed, cache)
+            autoencoder, _ = pretrained_autoencoder(cache, method.pretrain, split, seed)
+            guesses = method.predict(fitted, split.test, cache)
             accuracies.append(100 * (guesses == truth).float().mean().item())
-            moved = forgetting(autoencoder, classifier, split.test.images)
+            moved = forgetting(autoencoder, fitted.model, split.test.images)
             ratios.append(moved.ratio)
             changes.append(moved.weight_change)
         rows.append((method.name, accuracies, ratios, changes))
@@ -200,7 +202,7 @@ def main() -> None:
         import matplotlib
 
         matplotlib.use("Agg")
-        from mtkit.experiments.efficiency import plot_label_efficiency
+        from mtkit.plots.experiments import plot_label_efficiency
 
         plot_label_efficiency(table).savefig(args.figure, dpi=120)
         print(f"wrote {args.figure}")

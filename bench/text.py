@@ -25,14 +25,15 @@ from pathlib import Path
 from benchmarks_md import machine, write_section  # bench/benchmarks_md.py (scripts run from bench/)
 
 from mtkit.data import few_labels, load_text
-from mtkit.experiments.efficiency import (
+from mtkit.experiments import (
     PretrainCache,
+    TextFineTuneMethod,
+    default_text_methods,
     label_efficiency,
     paired_difference,
     summarize,
 )
-from mtkit.experiments.text import TEXT_LR, TextFineTuneMethod, default_text_methods
-from mtkit.stages.finetune import predict
+from mtkit.experiments.text import TEXT_LR
 from mtkit.stages.pretrain import TextPretrainConfig
 
 SECTION_TITLE = "## Text: pretraining, fine-tuning and adapters on tweets (bench/text.py)"
@@ -59,11 +60,11 @@ def tune(tweets, seeds=(100, 101, 102), labels_per_class: int = 100) -> list[str
         "full": ((1e-4, 3e-4, 1e-3), lambda lr: TextFineTuneMethod("full", options={"lr": lr})),
         "lora": (
             (1e-3, 3e-3, 1e-2, 3e-2),
-            lambda lr: TextFineTuneMethod(adapter="lora", options={"lr": lr}),
+            lambda lr: TextFineTuneMethod(addition="lora", options={"lr": lr}),
         ),
         "prompt": (
             (3e-3, 1e-2, 3e-2),
-            lambda lr: TextFineTuneMethod(adapter="prompt", options={"lr": lr}),
+            lambda lr: TextFineTuneMethod(addition="prompt", options={"lr": lr}),
         ),
     }
     cache, lines = PretrainCache(), []
@@ -79,10 +80,9 @@ def tune(tweets, seeds=(100, 101, 102), labels_per_class: int = 100) -> list[str
                     test_size=TEST_SIZE,
                     seed=seed,
                 )
-                classifier, tokenizer, _, _ = method.fine_tuned(split, seed, cache)
-                ids, labels = split.validation.tensors_for(tokenizer, method.pretrain.max_length)
-                guesses = predict(classifier, ids).argmax(dim=1)
-                accuracies.append((guesses == labels).float().mean().item())
+                fitted = method.fine_tuned(split, seed, cache)
+                guesses = method.predict(fitted, split.validation, cache)
+                accuracies.append((guesses == split.validation.labels).float().mean().item())
             scores[lr] = statistics.mean(accuracies)
         best = max(scores, key=scores.get)
         cells = ", ".join(f"{lr:g}: {100 * score:.1f}" for lr, score in scores.items())

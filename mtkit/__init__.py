@@ -29,6 +29,7 @@ from mtkit.data import (
     load_text,
 )
 from mtkit.evaluation.drift import adapt_to_shift, detect_drift
+from mtkit.evaluation.forgetting import Forgetting, forgetting
 from mtkit.evaluation.metrics import (
     ClassErrors,
     ClassificationReport,
@@ -92,7 +93,13 @@ from mtkit.pipeline import (
     staged_search,
 )
 from mtkit.stages import adapters
-from mtkit.stages.finetune import FineTuneResult, Forgetting, fine_tune, forgetting, predict
+from mtkit.stages.finetune import (
+    STRATEGIES,
+    FineTuneResult,
+    copy_encoder,
+    fine_tune,
+    predict,
+)
 from mtkit.stages.pretrain import (
     PretrainedText,
     TextPretrainConfig,
@@ -122,6 +129,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "STRATEGIES",
+    "copy_encoder",
     "evaluation",
     "stages",
     "pipeline",

@@ -485,8 +485,8 @@ CATALOGUE: dict[str, Bad] = {
     "FineTuneMethod unknown strategy": Bad(
         lambda: mt.experiments.FineTuneMethod(strategy="x"), r"unknown strategy 'x'"
     ),
-    "TextFineTuneMethod unknown adapter": Bad(
-        lambda: mt.experiments.text.TextFineTuneMethod(adapter="x"), r"unknown adapter 'x'"
+    "TextFineTuneMethod unknown addition": Bad(
+        lambda: mt.experiments.text.TextFineTuneMethod(addition="x"), r"unknown addition 'x'"
     ),
     "get_device unknown": Bad(lambda: mt.get_device("tpu"), r"unknown device 'tpu'"),
     "seed_everything negative": Bad(

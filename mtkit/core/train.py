@@ -1,27 +1,36 @@
 """`fit`: one training loop with validation, best-weight restore and callbacks.
 
-Read `fit` top to bottom: check the arguments, set up, then per epoch: train on every batch,
-validate, record one row of History, let callbacks react. It is as fast as a hand-written loop:
-in-memory data moves to the device once and is indexed there, and batch losses are summed as
-tensors, not turned into Python floats batch by batch. The one per-batch GPU sync left is the
-NaN check, which stops a bad step before it touches the weights.
+`fit` reads as its phases, each a function below it: check the arguments, move the data to the
+device, configure the optimizer and schedule, then run the epochs: per epoch, train on every
+batch (`_train_epoch`), validate (`_validate`), record one row of History, let callbacks react.
+It is as fast as a hand-written loop: in-memory data moves to the device once and is indexed
+there, and batch losses are summed as tensors, not turned into Python floats batch by batch.
+The one per-batch GPU sync left is the NaN check, which stops a bad step before it touches the
+weights. History and the callbacks live in mtkit/core/callbacks.py (re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mtkit.core import distributed
-from mtkit.core.checkpoint import save_model
+from mtkit.core.callbacks import (  # noqa: F401
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    History,
+    LambdaCallback,
+    TrainerState,
+    improved,
+)
 from mtkit.core.utils import MtkitError, check_choice, check_positive, get_device, seed_everything
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -34,168 +43,6 @@ class TrainingDiverged(MtkitError):
     def __init__(self, message: str, history: History):
         super().__init__(message)
         self.history = history
-
-
-@dataclass
-class History:
-    """What `fit` recorded: one dict per epoch in `records`, plus how training ended.
-
-    Each record has epoch, train_loss, train_<metric>..., val_loss, val_<metric>... (with
-    validation data), lr (first parameter group, at the start of the epoch) and seconds.
-    """
-
-    records: list[dict] = field(default_factory=list)
-    monitor: str = "val_loss"
-    best_epoch: int | None = None  # None without validation data
-    best_value: float | None = None
-    stopped_reason: str = "completed"  # or "early_stopping", "interrupted", "diverged"
-    total_seconds: float = 0.0
-
-    def __getitem__(self, key: str) -> list:
-        """history["val_loss"] -> that value for every epoch (None where it was not recorded)."""
-        if self.records and not any(key in record for record in self.records):
-            raise KeyError(f"{key!r} was not recorded; recorded: {list(self.records[-1])}")
-        return [record.get(key) for record in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def last(self) -> dict | None:
-        """The last epoch's record, or None before the first epoch ends."""
-        return self.records[-1] if self.records else None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def plot(self, ax=None, metrics=("train_loss", "val_loss")):
-        """Plot those of `metrics` that were recorded against epoch; returns the Axes."""
-        import matplotlib.pyplot as plt  # imported here so `import mtkit` stays fast
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3))
-        for name in metrics:
-            if any(name in record for record in self.records):  # e.g. no val_loss without val data
-                values = [record.get(name, math.nan) for record in self.records]
-                ax.plot(self["epoch"], values, marker="o", label=name)
-        if self.best_epoch is not None:
-            ax.axvline(self.best_epoch, color="grey", linestyle="--", label=f"best {self.monitor}")
-        ax.set_xlabel("epoch")
-        ax.legend()
-        return ax
-
-
-@dataclass
-class TrainerState:
-    """What callbacks see. Set `stop_training = True` (and `stop_reason`) to end after this epoch.
-
-    `last_batch_loss` is a detached 0-dim tensor (call float() on it when you need a number).
-    scheduler, scaler and best_weights are here so that a callback can save and restore all of
-    a fit's state (mtkit.pipeline.TrainingState): a callback that sets `epoch` to E in
-    on_train_begin makes fit go on with epoch E + 1.
-    """
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    history: History
-    epochs: int
-    has_validation: bool
-    epoch: int = 0  # 1-based once training starts
-    step: int = 0  # optimizer steps taken so far, over all epochs
-    last_batch_loss: torch.Tensor | None = None
-    stop_training: bool = False
-    stop_reason: str | None = None
-    scheduler: object | None = None
-    scaler: torch.amp.GradScaler | None = None
-    best_weights: dict | None = None  # a CPU copy of the best epoch's state_dict
-
-
-class Callback:
-    """Subclass and override the hooks you need; each receives the TrainerState."""
-
-    def on_train_begin(self, trainer: TrainerState) -> None: ...
-    def on_epoch_begin(self, trainer: TrainerState) -> None: ...
-    def on_batch_end(self, trainer: TrainerState) -> None: ...
-    def on_epoch_end(self, trainer: TrainerState) -> None: ...
-    def on_train_end(self, trainer: TrainerState) -> None: ...
-
-
-def _improved(value: float, best: float | None, monitor: str, min_delta: float = 0.0) -> bool:
-    """Losses are minimised, every other metric (accuracy, ...) is maximised."""
-    if best is None:
-        return not math.isnan(value)
-    return value < best - min_delta if "loss" in monitor else value > best + min_delta
-
-
-class _MonitorCallback(Callback):
-    """What EarlyStopping and Checkpoint share: watching one recorded metric for improvement.
-
-    What it tracks (the best value, the epochs since) is read off the History, so a resumed fit,
-    which starts with the epochs recorded before it was stopped, needs nothing else.
-    """
-
-    def __init__(self, monitor: str, min_delta: float = 0.0):
-        self.monitor, self.min_delta, self.best, self.value = monitor, min_delta, None, None
-
-    def on_train_begin(self, trainer):
-        if self.monitor.startswith("val_") and not trainer.has_validation:
-            name = type(self).__name__
-            raise MtkitError(f"{name} monitors {self.monitor!r}; pass val_data to fit()")
-        self.best, self.bad_epochs, self.seen = None, 0, 0
-
-    def _improved(self, trainer) -> bool:
-        """Read the monitored value of each epoch recorded since the last call (one, or all of
-        them after a resume); True when the last is a new best."""
-        improved = False
-        for record in trainer.history.records[self.seen :]:
-            if self.monitor not in record:
-                name = type(self).__name__
-                raise MtkitError(f"{name} monitors {self.monitor!r}; recorded are {list(record)}")
-            self.value = record[self.monitor]
-            improved = _improved(self.value, self.best, self.monitor, self.min_delta)
-            self.best = self.value if improved else self.best
-            self.bad_epochs = 0 if improved else self.bad_epochs + 1
-        self.seen = len(trainer.history.records)
-        return improved
-
-
-class EarlyStopping(_MonitorCallback):
-    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs."""
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0):
-        super().__init__(monitor, check_positive("min_delta", min_delta, allow_zero=True))
-        self.patience = check_positive("patience", patience, integer=True)
-
-    def on_epoch_end(self, trainer):
-        self._improved(trainer)
-        if self.bad_epochs >= self.patience:
-            trainer.stop_training, trainer.stop_reason = True, "early_stopping"
-
-
-class Checkpoint(_MonitorCallback):
-    """Save the model with `save_model` after each epoch (only on improvement by default).
-
-    The file's metadata records the epoch and the monitored value, e.g. {"val_loss": 0.12}.
-    """
-
-    def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = True):
-        super().__init__(monitor)
-        self.path, self.save_best_only = path, save_best_only
-
-    def on_epoch_end(self, trainer):
-        improved = self._improved(trainer)  # on every process, so each knows the best so far
-        if (improved or not self.save_best_only) and distributed.is_main_process():
-            save_model(self.path, trainer.model, epoch=trainer.epoch, **{self.monitor: self.value})
-
-
-class LambdaCallback(Callback):
-    """A callback from plain functions, handy in notebooks: LambdaCallback(on_epoch_end=fn)."""
-
-    def __init__(self, **hooks):
-        for name, function in hooks.items():
-            if not hasattr(Callback, name) or not name.startswith("on_"):
-                raise MtkitError(f"unknown callback hook {name!r}")
-            setattr(self, name, function)  # an instance attribute shadows the no-op method
 
 
 def _prepare_data(data, name: str, device: torch.device):
@@ -241,19 +88,6 @@ def _batches(data, batch_size: int, device: torch.device, shuffle: bool):
         yield tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def _make_optimizer(name: str, params: list, lr: float, weight_decay: float):
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    optimizer_class = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    return optimizer_class(params, lr=lr, weight_decay=weight_decay)
-
-
-def _make_scheduler(schedule, optimizer, max_lr, total_steps: int):
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps)
-
-
 def _loss_and_metrics(output) -> tuple[torch.Tensor, dict]:
     loss, metrics = output if isinstance(output, tuple) else (output, {})
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -277,17 +111,6 @@ class _RunningMeans:
         if self.count == 0:
             raise MtkitError(f"the {prefix}data yielded no batches")
         return {prefix + key: float(total) / self.count for key, total in self.sums.items()}
-
-
-@torch.no_grad()
-def _evaluate(model, loss_fn, batches, autocast) -> dict:
-    model.eval()
-    totals = _RunningMeans()
-    for batch in batches:
-        with autocast():
-            loss, metrics = _loss_and_metrics(loss_fn(model, batch))
-        totals.add(batch[0].shape[0], loss, metrics)
-    return totals.means("val_")
 
 
 def fit(
@@ -334,7 +157,44 @@ def fit(
     DistributedDataParallel; each validates on all of val_data (see mtkit/distributed.py).
     A DataLoader is used as given: shard it yourself with a DistributedSampler.
     """
-    # 1. Check everything we can before spending any time.
+    callbacks = _check_arguments(
+        epochs, lr, batch_size, weight_decay, schedule, grad_clip, optimizer, monitor, callbacks
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise MtkitError("the model has no trainable parameters (all frozen?)")
+    device = device if isinstance(device, torch.device) else get_device(device)
+    train_data, val_data = _prepare_inputs(train_data, val_data, batch_size, schedule, device)
+
+    # Checks done: set up the seed, device, optimizer, schedule and mixed precision.
+    if seed is not None:
+        seed_everything(seed)
+    model.to(device)
+    optimizer, max_lr = _configure_optimizer(optimizer, params, lr, weight_decay)
+    scheduler = _configure_scheduler(schedule, optimizer, max_lr, epochs, train_data, batch_size)
+    use_amp = amp and device.type == "cuda"
+    if amp and not use_amp:
+        warnings.warn(f"amp=True is ignored on {device.type}; it needs CUDA", stacklevel=2)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    run = _Run(
+        train_data, val_data, batch_size, device, loss_fn, params, grad_clip, max_lr, use_amp,
+        # Under torchrun: the loss goes through DistributedDataParallel (distributed.py).
+        train_loss_fn=distributed.parallel_loss(model, loss_fn),
+    )  # fmt: skip
+    history = History(monitor=monitor)
+    state = TrainerState(
+        model, optimizer, history, epochs, val_data is not None, scheduler=scheduler, scaler=scaler
+    )
+    _train(state, run, callbacks, progress and distributed.is_main_process(), restore_best)
+    for callback in callbacks:
+        callback.on_train_end(state)
+    return history
+
+
+def _check_arguments(
+    epochs, lr, batch_size, weight_decay, schedule, grad_clip, optimizer, monitor, callbacks
+) -> list[Callback]:
+    """Raise MtkitError for a bad argument of fit; return the callbacks as a list."""
     check_positive("epochs", epochs, integer=True)
     check_positive("lr", lr)
     check_positive("batch_size", batch_size, integer=True)
@@ -347,11 +207,12 @@ def fit(
         check_choice("optimizer", optimizer, OPTIMIZERS)
     if not isinstance(monitor, str) or not monitor.startswith("val_"):
         raise MtkitError(f"monitor must be a validation metric like 'val_loss', got {monitor!r}")
-    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise MtkitError("the model has no trainable parameters (all frozen?)")
-    device = device if isinstance(device, torch.device) else get_device(device)
+    return [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+
+
+def _prepare_inputs(train_data, val_data, batch_size: int, schedule, device: torch.device):
+    """(train_data, val_data) ready for `_batches`: in-memory tensors moved to `device` once,
+    loaders as they are. Raises MtkitError when batch_size or schedule cannot work with them."""
     train_data = _prepare_data(train_data, "train_data", device)
     val_data = None if val_data is None else _prepare_data(val_data, "val_data", device)
     in_memory = isinstance(train_data, tuple)
@@ -363,41 +224,64 @@ def fit(
         )
     if schedule is not None and not (in_memory or hasattr(train_data, "__len__")):
         raise MtkitError(f"schedule={schedule!r} needs train_data with a known length")
+    return train_data, val_data
 
-    # 2. Set up: seed, device, optimizer, schedule, mixed precision.
-    if seed is not None:
-        seed_everything(seed)
-    model.to(device)
+
+def _configure_optimizer(optimizer, params: list, lr: float, weight_decay: float):
+    """(optimizer, max_lr): a built optimizer as given, with each group's lr as the peak;
+    otherwise the named one over `params`, with `lr` as the peak."""
     if isinstance(optimizer, torch.optim.Optimizer):
-        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return optimizer, [group["lr"] for group in optimizer.param_groups]
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay), lr
+    optimizer_class = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(params, lr=lr, weight_decay=weight_decay), lr
+
+
+def _configure_scheduler(schedule, optimizer, max_lr, epochs: int, train_data, batch_size: int):
+    """The learning-rate schedule, stepped once per batch over all epochs; None without one."""
+    if schedule is None:
+        return None
+    if isinstance(train_data, tuple):  # in memory: each process's share, in batches
+        steps_per_epoch = math.ceil(distributed.shard_size(len(train_data[0])) / batch_size)
     else:
-        max_lr, optimizer = lr, _make_optimizer(optimizer, params, lr, weight_decay)
-    scheduler = None
-    if schedule is not None:
-        steps_per_epoch = (
-            math.ceil(distributed.shard_size(len(train_data[0])) / batch_size)
-            if in_memory
-            else len(train_data)
-        )
-        scheduler = _make_scheduler(schedule, optimizer, max_lr, epochs * steps_per_epoch)
-    use_amp = amp and device.type == "cuda"
-    if amp and not use_amp:
-        warnings.warn(f"amp=True is ignored on {device.type}; it needs CUDA", stacklevel=2)
+        steps_per_epoch = len(train_data)
+    total_steps = epochs * steps_per_epoch
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps)
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
 
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    # Under torchrun: the loss goes through DistributedDataParallel (distributed.py).
-    train_loss_fn = distributed.parallel_loss(model, loss_fn)
+@dataclass
+class _Run:
+    """What every epoch of one fit needs besides the TrainerState, fixed once it is set up."""
 
-    # 3. The loop.
-    history = History(monitor=monitor)
-    state = TrainerState(
-        model, optimizer, history, epochs, val_data is not None, scheduler=scheduler, scaler=scaler
-    )
-    show_progress = progress and distributed.is_main_process()
-    bar = tqdm(total=epochs, desc="fit", unit="epoch", disable=not show_progress)
+    train_data: object  # a tuple of tensors on the device, or a loader
+    val_data: object | None
+    batch_size: int
+    device: torch.device
+    loss_fn: object  # for validation
+    params: list  # the trainable parameters, for gradient clipping
+    grad_clip: float | None
+    max_lr: float | list  # the peak lr (per group for a built optimizer), for error messages
+    use_amp: bool
+    train_loss_fn: object  # loss_fn, through DistributedDataParallel under torchrun
+
+    def autocast(self):
+        """float16 autocast with amp on CUDA, else nothing."""
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+
+def _train(state: TrainerState, run: _Run, callbacks, show_progress: bool, restore_best: bool):
+    """on_train_begin, then epoch after epoch until the last or until a callback stops training.
+
+    A KeyboardInterrupt (e.g. Jupyter's stop button) ends training cleanly; whatever ends it,
+    the best weights are loaded back with restore_best.
+    """
+    history = state.history
+    bar = tqdm(total=state.epochs, desc="fit", unit="epoch", disable=not show_progress)
     started = time.perf_counter()
     try:
         for callback in callbacks:
@@ -405,74 +289,14 @@ def fit(
         # A callback may have resumed an interrupted fit (mtkit.pipeline.TrainingState): restored
         # the weights, optimizer, History, ... of epoch state.epoch, or of a fit that had stopped.
         bar.update(state.epoch)
-        for epoch in range(state.epoch + 1, epochs + 1):
+        for epoch in range(state.epoch + 1, state.epochs + 1):
             if state.stop_training:  # only a resumed fit that had already stopped
                 break
-            epoch_started, state.epoch = time.perf_counter(), epoch
-            record = {"epoch": epoch}
-            lr_at_start = optimizer.param_groups[0]["lr"]
-            for callback in callbacks:
-                callback.on_epoch_begin(state)
-
-            model.train()
-            totals = _RunningMeans()
-            for batch in _batches(train_data, batch_size, device, shuffle=True):
-                with autocast():
-                    loss, metrics = _loss_and_metrics(train_loss_fn(model, batch))
-                if not torch.isfinite(loss):  # check before stepping, so weights stay finite
-                    history.stopped_reason = "diverged"
-                    current_lr = optimizer.param_groups[0]["lr"]
-                    peak_lr = max(max_lr) if isinstance(max_lr, list) else max_lr
-                    why = (
-                        f" (lr={current_lr:g}); the learning rate is probably too high: "
-                        f"try lr={peak_lr / 10:g}"
-                    )
-                    if any(t.is_floating_point() and not t.isfinite().all() for t in batch):
-                        why = "; the batch holds NaN or infinite values: check the data"
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch}, step {state.step + 1}{why}",
-                        history,
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                    nn.utils.clip_grad_norm_(params, grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if scheduler is not None:
-                    scheduler.step()
-                state.step += 1
-                state.last_batch_loss = loss.detach()
-                totals.add(batch[0].shape[0], loss, metrics)
-                for callback in callbacks:
-                    callback.on_batch_end(state)
-                if state.stop_training:
-                    break
-            # Floats now: the one GPU sync of the epoch. Averaged over processes under torchrun.
-            record.update(distributed.average(totals.means("train_")))
-
-            if val_data is not None:
-                val_batches = _batches(val_data, batch_size, device, shuffle=False)
-                record.update(distributed.average(_evaluate(model, loss_fn, val_batches, autocast)))
-                if monitor not in record:
-                    raise MtkitError(f"monitor={monitor!r} is not recorded: {list(record)}")
-                if _improved(record[monitor], history.best_value, monitor):
-                    history.best_epoch, history.best_value = epoch, record[monitor]
-                    state.best_weights = {
-                        k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-                    }
-            record.update(lr=lr_at_start, seconds=time.perf_counter() - epoch_started)
-            history.records.append(record)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.endswith("loss")})
-            bar.update()
-
-            for callback in callbacks:
-                callback.on_epoch_end(state)
+            _run_epoch(state, run, callbacks, epoch, bar)
             if state.stop_training:
                 history.stopped_reason = state.stop_reason or "early_stopping"
                 break
-    except KeyboardInterrupt:  # e.g. Jupyter's stop button: keep what was learned so far
+    except KeyboardInterrupt:  # keep what was learned so far
         history.stopped_reason = "interrupted"
         message = f"fit: interrupted during epoch {state.epoch}"
         if restore_best and state.best_weights is not None:
@@ -482,7 +306,94 @@ def fit(
         bar.close()
         history.total_seconds = time.perf_counter() - started
         if restore_best and state.best_weights is not None:
-            model.load_state_dict(state.best_weights)
+            state.model.load_state_dict(state.best_weights)
+
+
+def _run_epoch(state: TrainerState, run: _Run, callbacks, epoch: int, bar) -> None:
+    """One epoch: train, validate, append its record to the History, call the callbacks."""
+    epoch_started, state.epoch = time.perf_counter(), epoch
+    record = {"epoch": epoch}
+    lr_at_start = state.optimizer.param_groups[0]["lr"]
     for callback in callbacks:
-        callback.on_train_end(state)
-    return history
+        callback.on_epoch_begin(state)
+    record.update(_train_epoch(state, run, callbacks))
+    if run.val_data is not None:
+        _validate(state, run, record)
+    record.update(lr=lr_at_start, seconds=time.perf_counter() - epoch_started)
+    state.history.records.append(record)
+    bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k.endswith("loss")})
+    bar.update()
+    for callback in callbacks:
+        callback.on_epoch_end(state)
+
+
+def _train_epoch(state: TrainerState, run: _Run, callbacks) -> dict:
+    """One optimizer step per batch of the shuffled training data; the epoch's train_ means.
+
+    Raises TrainingDiverged before a step with a NaN or infinite loss touches the weights.
+    """
+    model = state.model
+    model.train()
+    totals = _RunningMeans()
+    for batch in _batches(run.train_data, run.batch_size, run.device, shuffle=True):
+        with run.autocast():
+            loss, metrics = _loss_and_metrics(run.train_loss_fn(model, batch))
+        if not torch.isfinite(loss):  # check before stepping, so weights stay finite
+            raise _diverged(state, run, loss, batch)
+        _step(state, run, loss)
+        state.last_batch_loss = loss.detach()
+        totals.add(batch[0].shape[0], loss, metrics)
+        for callback in callbacks:
+            callback.on_batch_end(state)
+        if state.stop_training:
+            break
+    # Floats now: the one GPU sync of the epoch. Averaged over processes under torchrun.
+    return distributed.average(totals.means("train_"))
+
+
+def _step(state: TrainerState, run: _Run, loss: torch.Tensor) -> None:
+    """Backpropagate `loss` (scaled under amp), clip, step the optimizer and the schedule."""
+    optimizer, scaler = state.optimizer, state.scaler
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if run.grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(run.params, run.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    if state.scheduler is not None:
+        state.scheduler.step()
+    state.step += 1
+
+
+def _diverged(state: TrainerState, run: _Run, loss, batch) -> TrainingDiverged:
+    """The error for a NaN or infinite training loss, with the likely cause."""
+    state.history.stopped_reason = "diverged"
+    current_lr = state.optimizer.param_groups[0]["lr"]
+    peak_lr = max(run.max_lr) if isinstance(run.max_lr, list) else run.max_lr
+    why = f" (lr={current_lr:g}); the learning rate is probably too high: try lr={peak_lr / 10:g}"
+    if any(t.is_floating_point() and not t.isfinite().all() for t in batch):
+        why = "; the batch holds NaN or infinite values: check the data"
+    return TrainingDiverged(
+        f"loss became {loss.item()} at epoch {state.epoch}, step {state.step + 1}{why}",
+        state.history,
+    )
+
+
+@torch.no_grad()
+def _validate(state: TrainerState, run: _Run, record: dict) -> None:
+    """Add the val_ means to the epoch's `record`; keep a CPU copy of the weights if best."""
+    history, monitor, model = state.history, state.history.monitor, state.model
+    model.eval()
+    totals = _RunningMeans()
+    for batch in _batches(run.val_data, run.batch_size, run.device, shuffle=False):
+        with run.autocast():
+            loss, metrics = _loss_and_metrics(run.loss_fn(model, batch))
+        totals.add(batch[0].shape[0], loss, metrics)
+    record.update(distributed.average(totals.means("val_")))
+    if monitor not in record:
+        raise MtkitError(f"monitor={monitor!r} is not recorded: {list(record)}")
+    if improved(record[monitor], history.best_value, monitor):
+        history.best_epoch, history.best_value = state.epoch, record[monitor]
+        weights = model.state_dict()
+        state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}

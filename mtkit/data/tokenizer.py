@@ -18,6 +18,9 @@ from mtkit.core.checkpoint import write_atomically
 from mtkit.core.utils import MtkitError, check_positive
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>")
+# Their ids: a token's id is its position in the vocabulary, and every vocabulary starts so.
+PAD_ID, UNK_ID, MASK_ID, CLS_ID = range(len(SPECIAL_TOKENS))
+SPECIAL_IDS = (PAD_ID, UNK_ID, MASK_ID, CLS_ID)
 # Normalisation tokens: ordinary vocabulary entries that replace every mention, URL and number,
 # so "@bob" and "@alice" share one learned embedding instead of two rare ones.
 USER, URL, NUM = "<user>", "<url>", "<num>"
@@ -133,19 +136,19 @@ class Tokenizer:
 
     @property
     def pad_id(self) -> int:
-        return 0
+        return PAD_ID
 
     @property
     def unk_id(self) -> int:
-        return 1
+        return UNK_ID
 
     @property
     def mask_id(self) -> int:
-        return 2
+        return MASK_ID
 
     @property
     def cls_id(self) -> int:
-        return 3
+        return CLS_ID
 
     def to_dict(self) -> dict:
         """A JSON-serialisable description, e.g. to store with a model checkpoint."""

@@ -1,4 +1,4 @@
-"""Drift: noticing that new data differs from the data a model learned from, and adapting to it.
+"""Drift: noticing that new data differs from the data a model learned from.
 
 Noticing needs no labels:
     detect_drift(reference, new, encoder)
@@ -7,22 +7,13 @@ Noticing needs no labels:
            the pooled examples into "reference" and "new" gives an MMD at least as large);
         2. with an autoencoder, each example's reconstruction error as a shift score: an
            autoencoder rebuilds what looks like its training data well, and the rest badly.
-Adapting needs a few labels from the new domain, and costs something on the old one:
-    adapt_to_shift(classifier, old, new, method)
-        naive       fine-tune everything on the new examples
-        rehearsal   the same, with a sample of old examples replayed among them
-        adapter     a new LoRA adapter and head on the frozen backbone; the old task is the
-                    backbone with the adapter switched off, so nothing is forgotten, but each
-                    input must be routed to the right one (the shift score can do that)
-    measuring accuracy on the new domain and how much was forgotten on the old.
+Adapting to a shift needs a few labels from the new domain: mtkit.stages.shift.
 A shifted domain to practise on: shifted_split(split, "rotate") or "invert" (digits).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +21,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtkit.core.utils import MtkitError, check_choice, check_positive, seed_everything
+from mtkit.core.batches import forward_in_batches
+from mtkit.core.utils import MtkitError, check_choice, check_positive
+from mtkit.evaluation.probes import embed
 
 SHIFTS = ("rotate", "invert")
-ADAPTATION_METHODS = ("naive", "rehearsal", "adapter")
 
 # ---------------------------------------------------------------------------------------------
 # Detecting drift.
@@ -83,20 +75,16 @@ def mmd_permutation_test(
     return float(observed), (1 + exceed) / (1 + permutations)
 
 
-@torch.no_grad()
 def reconstruction_scores(autoencoder: nn.Module, images, batch_size: int = 512) -> np.ndarray:
-    """Each image's mean squared reconstruction error: an (N,) array. High = unfamiliar."""
+    """Each image's mean squared reconstruction error, in eval mode: N×C×H×W images (or an
+    ImageDataset) → an (N,) float32 array. High = unfamiliar."""
+
+    def errors(batch: torch.Tensor) -> torch.Tensor:
+        error = F.mse_loss(autoencoder(batch), batch, reduction="none")
+        return error.flatten(start_dim=1).mean(dim=1)
+
     tensor = _images(images)
-    device = next(autoencoder.parameters()).device
-    was_training = autoencoder.training
-    autoencoder.eval()
-    scores = []
-    for start in range(0, len(tensor), batch_size):
-        chunk = tensor[start : start + batch_size].to(device)
-        error = F.mse_loss(autoencoder(chunk), chunk, reduction="none")
-        scores.append(error.flatten(start_dim=1).mean(dim=1).cpu())
-    autoencoder.train(was_training)
-    return torch.cat(scores).numpy()
+    return forward_in_batches(autoencoder, tensor, batch_size=batch_size, fn=errors).numpy()
 
 
 @dataclass
@@ -190,8 +178,6 @@ def detect_drift(
     if not 0 < alpha < 1 or not 0 < quantile < 1:
         raise MtkitError(f"alpha and quantile must be in (0, 1), got {alpha} and {quantile}")
     check_positive("max_examples", max_examples, integer=True)
-    from mtkit.evaluation.metrics import embed
-
     if autoencoder is None and hasattr(encoder, "encoder") and hasattr(encoder, "decoder"):
         autoencoder, encoder = encoder, encoder.encoder
     reference, new = _images(reference), _images(new)
@@ -215,6 +201,7 @@ def detect_drift(
 
 
 def _images(images) -> torch.Tensor:
+    """The N×C×H×W tensor of an image tensor or an ImageDataset (labels unused)."""
     tensor = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
     if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4 or len(tensor) == 0:
         raise MtkitError("expected a non-empty N×C×H×W image tensor or an ImageDataset")
@@ -248,139 +235,23 @@ def shifted_split(split, kind: str = "rotate", angle: float = 45.0):
     return dataclasses.replace(split, **parts)
 
 
-# ---------------------------------------------------------------------------------------------
-# Adapting to a shifted domain.
+_MOVED = {
+    "ShiftAdaptation": "mtkit.stages.shift",
+    "adapt_to_shift": "mtkit.stages.shift",
+    "ADAPTATION_METHODS": "mtkit.stages.shift",
+    "plot_adaptations": "mtkit.plots.experiments",
+}
 
 
-@dataclass
-class ShiftAdaptation:
-    """How one way of adapting to a new domain did (test accuracies).
+def __getattr__(name: str):
+    """Adapting to a shift moved to mtkit.stages.shift (its figure to mtkit.plots); the old
+    names still answer here, with a DeprecationWarning."""
+    import importlib
 
-    new_before / old_before: the starting classifier on the new / old domain.
-    new_accuracy / old_accuracy: the adapted model on each; for "adapter", old_accuracy is
-        the model with the adapter switched off (the old task's own path).
-    """
+    from mtkit import _moved
 
-    method: str
-    new_before: float
-    old_before: float
-    new_accuracy: float
-    old_accuracy: float
-    trainable_parameters: int
-    seconds: float
-
-    @property
-    def forgetting(self) -> float:
-        """Accuracy lost on the old domain (percentage points / 100)."""
-        return self.old_before - self.old_accuracy
-
-
-def adapt_to_shift(
-    classifier: nn.Module,
-    old,
-    new,
-    method: str,
-    *,
-    rehearsal_size: int = 50,
-    rank: int = 4,
-    epochs: int = 100,
-    lr: float | None = None,
-    patience: int | None = 20,
-    seed: int = 0,
-    **fine_tune_options,
-):
-    """Adapt a copy of `classifier` to the domain of `new`; returns (model, ShiftAdaptation).
-
-    old, new: FewLabelSplits of the old and the new domain (same classes).
-    method:
-        naive       fine_tune everything ("full") on new.labelled; validated on new.validation.
-        rehearsal   the same on new.labelled plus `rehearsal_size` old.labelled examples
-                    (replayed), validated on both domains' validation data: it aims at both.
-        adapter     LoRA (rank `rank`) on the frozen encoder plus a head that starts as the old
-                    head, trained on new.labelled; the old domain uses the model with the
-                    adapter switched off (mtkit.stages.adapters.set_active_adapter(model, None)).
-    lr: default 3e-3 for every method. Other keyword arguments go to fine_tune.
-    The returned model has the adapter active for "adapter".
-    """
-    from mtkit.stages import adapters
-    from mtkit.stages.finetune import fine_tune, labelled_tensors
-
-    check_choice("method", method, ADAPTATION_METHODS)
-    check_positive("rehearsal_size", rehearsal_size, integer=True)
-    lr = 3e-3 if lr is None else check_positive("lr", lr)
-    options = dict(epochs=epochs, lr=lr, patience=patience, seed=seed, progress=False)
-    options.update(fine_tune_options)
-    started = time.perf_counter()
-    new_before = adapters.accuracy(classifier, new.test)
-    old_before = adapters.accuracy(classifier, old.test)
-    seed_everything(seed)
-    model = copy.deepcopy(classifier)
-    if method == "naive":
-        fine_tune(model, new.labelled, strategy="full", validation=new.validation, **options)
-    elif method == "rehearsal":
-        old_inputs, old_labels = labelled_tensors(old.labelled)
-        replay = torch.randperm(len(old_labels))[:rehearsal_size]
-        new_inputs, new_labels = labelled_tensors(new.labelled)
-        train = (
-            torch.cat([new_inputs, old_inputs[replay]]),
-            torch.cat([new_labels, old_labels[replay]]),
-        )
-        validation = tuple(
-            torch.cat(pair)
-            for pair in zip(
-                labelled_tensors(new.validation), labelled_tensors(old.validation), strict=True
-            )
-        )
-        fine_tune(model, train, strategy="full", validation=validation, **options)
-    else:
-        adapters.add_lora(model, "encoder", rank=rank, adapter_name="new_domain")
-        head = adapters.add_task_head(model, "new_domain", model.num_classes)
-        head.load_state_dict(model.head.base.state_dict())  # start from the old head
-        adapters.train_adapter(model, new.labelled, validation=new.validation, **options)
-    trainable = adapters.trainable_parameters(model).trainable
-    new_accuracy = adapters.accuracy(model, new.test)
-    if method == "adapter":
-        adapters.set_active_adapter(model, None)  # the old task: the backbone as it was
-        old_accuracy = adapters.accuracy(model, old.test)
-        adapters.set_active_adapter(model, "new_domain")
-    else:
-        old_accuracy = adapters.accuracy(model, old.test)
-    seconds = time.perf_counter() - started
-    result = ShiftAdaptation(
-        method, new_before, old_before, new_accuracy, old_accuracy, trainable, seconds
-    )
-    return model, result
-
-
-def plot_adaptations(results: list[ShiftAdaptation], ax=None, title: str | None = None):
-    """Bars per method: accuracy on the new and on the old domain, before-lines for reference."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3))
-    methods = list(dict.fromkeys(r.method for r in results))
-
-    def mean_std(method, name):
-        values = [getattr(r, name) for r in results if r.method == method]
-        return float(np.mean(values)), float(np.std(values))
-
-    positions = np.arange(len(methods))
-    for offset, name, label in (
-        (-0.2, "new_accuracy", "new domain"),
-        (0.2, "old_accuracy", "old domain"),
-    ):
-        stats = [mean_std(m, name) for m in methods]
-        ax.bar(
-            positions + offset, [s[0] for s in stats], 0.4, yerr=[s[1] for s in stats], label=label
-        )
-    ax.axhline(np.mean([r.old_before for r in results]), color="tab:orange", linestyle="--",
-               linewidth=1, label="old domain, before")  # fmt: skip
-    ax.axhline(np.mean([r.new_before for r in results]), color="tab:blue", linestyle=":",
-               linewidth=1, label="new domain, before")  # fmt: skip
-    ax.set_xticks(positions, methods)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
-    if title:
-        ax.set_title(title)
-    return ax
+    if name not in _MOVED:
+        raise AttributeError(f"module 'mtkit.evaluation.drift' has no attribute {name!r}")
+    new = "SHIFT_METHODS" if name == "ADAPTATION_METHODS" else name
+    _moved.warn_moved(f"mtkit.drift.{name}", f"{_MOVED[name]}.{new}")
+    return getattr(importlib.import_module(_MOVED[name]), new)

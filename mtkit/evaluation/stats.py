@@ -51,8 +51,7 @@ def _check_confidence(confidence) -> float:
     return float(confidence)
 
 
-# ---------------------------------------------------------------------------------------------
-# Mean and spread over seeds.
+# --- Mean and spread over seeds -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,7 @@ def mean_and_spread(values) -> Spread:
     return Spread(float(np.mean(array)), std, len(array), float(array.min()), float(array.max()))
 
 
-# ---------------------------------------------------------------------------------------------
-# Bootstrap confidence intervals.
+# --- Bootstrap confidence intervals ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -98,10 +96,8 @@ class ConfidenceInterval:
         return self.low <= value <= self.high
 
     def __str__(self) -> str:
-        return (
-            f"{self.estimate:.3f} ({100 * self.confidence:.0f}% CI "
-            f"{self.low:.3f} to {self.high:.3f})"
-        )
+        percent = f"{100 * self.confidence:.0f}%"
+        return f"{self.estimate:.3f} ({percent} CI {self.low:.3f} to {self.high:.3f})"
 
 
 def bootstrap_ci(
@@ -147,8 +143,7 @@ def bootstrap_ci(
     return ConfidenceInterval(estimate, float(interval.low), float(interval.high), confidence)
 
 
-# ---------------------------------------------------------------------------------------------
-# Paired comparison of two methods over the same seeds / splits.
+# --- Paired comparison of two methods over the same seeds / splits --------------------------------
 
 
 @dataclass(frozen=True)
@@ -174,7 +169,7 @@ class PairedComparison:
     @property
     def std(self) -> float:
         """Sample standard deviation of the differences (0 for a single pair)."""
-        return float(np.std(self.differences, ddof=1)) if self.count > 1 else 0.0
+        return mean_and_spread(self.differences).std
 
     @property
     def standard_error(self) -> float:
@@ -200,11 +195,8 @@ class PairedComparison:
             return (-math.inf, math.inf)
         if self.standard_error == 0:  # identical differences: nothing varies
             return (self.mean, self.mean)
-        multiplier = float(t.ppf(0.5 + self.confidence / 2, df=self.count - 1))
-        return (
-            self.mean - multiplier * self.standard_error,
-            self.mean + multiplier * self.standard_error,
-        )
+        margin = float(t.ppf(0.5 + self.confidence / 2, df=self.count - 1)) * self.standard_error
+        return (self.mean - margin, self.mean + margin)
 
     @property
     def p_value(self) -> float:
@@ -272,8 +264,7 @@ def paired_comparison(method, baseline, confidence: float = 0.95) -> PairedCompa
     return PairedComparison(tuple(float(d) for d in differences), confidence)
 
 
-# ---------------------------------------------------------------------------------------------
-# Comparing methods over seeds.
+# --- Comparing methods over seeds -----------------------------------------------------------------
 
 
 @dataclass
@@ -337,12 +328,6 @@ class Comparison:
             for cells in table
         )
 
-    def plot(self, ax=None, title: str | None = None):
-        """Per-run scores joined run by run, with mean ± std; returns the Figure."""
-        from mtkit.plots.evaluation import plot_comparison
-
-        return plot_comparison(self, ax=ax, title=title)
-
 
 def _score(value, metric: str) -> float:
     """A number as it is; anything else (an Evaluation) by its attribute `metric`."""
@@ -358,20 +343,20 @@ def _score(value, metric: str) -> float:
 
 def _runs(name: str, runs, metric: str) -> dict:
     """{run key: score}: a list's positions become its keys, a dict keeps its own."""
-    if isinstance(runs, dict):
-        return {key: _score(value, metric) for key, value in runs.items()}
     if isinstance(runs, (list, tuple, np.ndarray)):
-        return {position: _score(value, metric) for position, value in enumerate(runs)}
-    raise MtkitError(
-        f"the scores of {name!r} must be a list (one per run) or a dict {{seed: score}}"
-    )
+        runs = dict(enumerate(runs))
+    if not isinstance(runs, dict):
+        raise MtkitError(
+            f"the scores of {name!r} must be a list (one per run) or a dict {{seed: score}}"
+        )
+    return {key: _score(value, metric) for key, value in runs.items()}
 
 
 def compare(
     results: dict, baseline: str | None = None, *, metric: str = "accuracy", confidence=0.95
 ) -> Comparison:
-    """One tidy table (print it, or `.to_markdown()`) and one plot (`.plot()`) for several
-    methods run over the same seeds/splits.
+    """One tidy table (print it, or `.to_markdown()`) for several methods run over the same
+    seeds/splits; draw it with `mtkit.plots.evaluation.plot_comparison(comparison)`.
 
     results: {method name: per-run scores}, the scores a list (run i of every method used seed
         or split i) or a dict {seed: score}; a score is a number or an Evaluation, whose

@@ -1,11 +1,11 @@
 """Models: autoencoders whose encoders get fine-tuned later, and the classifier that does it."""
 
+from mtkit.models import autoencoders
 from mtkit.models.autoencoders import (
     AUTOENCODERS,
     AutoencoderConfig,
     ConvAutoencoder,
     DenseAutoencoder,
-    DenseAutoencoderConfig,
     Encoder,
     VariationalAutoencoder,
     build_autoencoder,
@@ -36,8 +36,12 @@ __all__ = [
     "Classifier",
     "ConvAutoencoder",
     "DenseAutoencoder",
-    "DenseAutoencoderConfig",
     "Encoder",
     "VariationalAutoencoder",
     "vae_loss_terms",
 ]
+
+
+def __getattr__(name: str):
+    """Old names (DenseAutoencoderConfig): answered with a DeprecationWarning."""
+    return autoencoders.renamed(name, __name__)

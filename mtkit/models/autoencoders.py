@@ -14,6 +14,7 @@ Every autoencoder here has the same surface:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,6 +30,10 @@ class Encoder(nn.Sequential):
     Blocks with parameters are the *layer groups* that fine-tuning strategies freeze and unfreeze,
     bottom (closest to the pixels) to top.
     """
+
+    # Where LoRA goes, in module names relative to this encoder (fnmatch patterns): "*" is
+    # every Linear and Conv2d in it.
+    lora_targets = ("*",)
 
     def __init__(
         self,
@@ -56,6 +61,11 @@ class Encoder(nn.Sequential):
         """[(name, block), ...] for the blocks that hold parameters, bottom first."""
         return [(name, block) for name, block in self.named_children() if _has_parameters(block)]
 
+    @property
+    def bottleneck_places(self) -> tuple[str, ...]:
+        """Where bottleneck adapters go: after each block that holds parameters (its name)."""
+        return tuple(name for name, _ in self.layer_groups())
+
 
 @dataclass
 class AutoencoderConfig:
@@ -82,10 +92,6 @@ class AutoencoderConfig:
             raise MtkitError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
         if not isinstance(self.latent_size, int) or self.latent_size < 1:
             raise MtkitError(f"latent_size must be a positive integer, got {self.latent_size!r}")
-
-
-# Kept as its own name so checkpoints and notebooks read naturally.
-DenseAutoencoderConfig = AutoencoderConfig
 
 
 class _Autoencoder(nn.Module):
@@ -284,6 +290,24 @@ AUTOENCODERS = {
     "conv": ConvAutoencoder,
     "vae": VariationalAutoencoder,
 }
+
+
+def __getattr__(name: str):
+    return renamed(name, __name__)
+
+
+def renamed(name: str, module: str):
+    """`DenseAutoencoderConfig`, the old name of AutoencoderConfig, with a DeprecationWarning
+    (a module's __getattr__ calls this: the warning points at the line that used the name)."""
+    if name != "DenseAutoencoderConfig":
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        f"{module}.DenseAutoencoderConfig is AutoencoderConfig (every autoencoder takes it); "
+        "the old name still works but will go",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return AutoencoderConfig
 
 
 def build_autoencoder(kind: str, **config) -> _Autoencoder:

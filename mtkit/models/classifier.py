@@ -6,11 +6,10 @@ Fine-tuning strategies decide which of the two (and which blocks of the encoder)
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
+from mtkit.core.batches import forward_in_batches
 from mtkit.core.utils import MtkitError
 
 
@@ -62,19 +61,11 @@ class Classifier(nn.Module):
     @torch.no_grad()
     def standardize_features(self, inputs: torch.Tensor, batch_size: int = 1024) -> Classifier:
         """Set the feature mean and spread from `inputs`, e.g. the unlabelled pool; returns self."""
-        was_training = self.training
-        self.eval()
-        device = self.feature_mean.device
-        codes = torch.cat(
-            [
-                self.encoder(inputs[start : start + batch_size].to(device))
-                for start in range(0, len(inputs), batch_size)
-            ]
-        )
+        codes = forward_in_batches(self, inputs, batch_size=batch_size, fn=self.encoder)
+        codes = codes.to(self.feature_mean.device)  # the statistics on the model's device
         self.feature_mean.copy_(codes.mean(dim=0))
         # A floor keeps dead features (spread 0) from dividing by zero.
         self.feature_std.copy_(codes.std(dim=0).clamp_min(1e-4))
-        self.train(was_training)
         return self
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
@@ -88,13 +79,3 @@ class Classifier(nn.Module):
                 if any(True for _ in child.parameters())
             ]
         return [(f"encoder.{name}", module) for name, module in groups] + [("head", self.head)]
-
-    def fresh_copy(self) -> Classifier:
-        """The same architecture with every weight re-initialised (the `scratch` baseline)."""
-        twin = copy.deepcopy(self)
-        for module in twin.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        twin.feature_mean.zero_()
-        twin.feature_std.fill_(1.0)
-        return twin

@@ -179,6 +179,10 @@ class PretrainedTextEncoder(nn.Module):
     padding mask and puts learned vectors in front; BERT then adds position embeddings to all.
     """
 
+    # Where adapters go, in module names relative to this encoder (fnmatch patterns).
+    lora_targets = ("*.query", "*.value")  # BERT's attention query and value projections
+    bottleneck_places = BOTTLENECK_PLACES
+
     def __init__(self, transformer: nn.Module, config: PretrainedEncoderConfig):
         super().__init__()
         self.transformer = transformer
@@ -193,7 +197,7 @@ class PretrainedTextEncoder(nn.Module):
         if self.prompt is None:
             inputs = {"input_ids": token_ids}
         else:  # prompts are vectors, not ids: hand BERT the word embeddings instead
-            words = self.transformer.embeddings.word_embeddings(token_ids)
+            words = self.token_embedding(token_ids)
             words, padding = self.prompt(words, padding)
             inputs = {"inputs_embeds": words}
         output = self.transformer(**inputs, attention_mask=(~padding).long())
@@ -205,6 +209,11 @@ class PretrainedTextEncoder(nn.Module):
         hidden, padding = self.sequence(trim_padding(token_ids, self.config.pad_id))
         real = (~padding).unsqueeze(-1).to(hidden.dtype)
         return (hidden * real).sum(dim=1) / real.sum(dim=1).clamp_min(1.0)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        """BERT's vocabulary×width word-piece embedding (its rows can start prompt vectors)."""
+        return self.transformer.embeddings.word_embeddings
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
         groups = [("embeddings", self.transformer.embeddings)]

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtkit.core.utils import MtkitError, check_choice
+from mtkit.data.tokenizer import SPECIAL_IDS
 from mtkit.models.autoencoders import Encoder
 
 
@@ -99,6 +100,14 @@ class TextEncoder(nn.Module):
     the padding mask and returns longer ones with learned vectors in front.
     """
 
+    # Where adapters go, in module names relative to this encoder (fnmatch patterns).
+    # LoRA: the attention's query and value projections, as in the LoRA paper and in BERT.
+    lora_targets = ("*.query", "*.value")
+    # Bottleneck adapters: Houlsby et al.'s places, after the attention's output projection and
+    # after the feed-forward layers, before each residual sum. (A whole block cannot be wrapped:
+    # it takes the padding mask besides the hidden states.)
+    bottleneck_places = ("blocks.*.attention.out", "blocks.*.mlp")
+
     def __init__(self, config: TextEncoderConfig | None = None, **overrides):
         super().__init__()
         if config is None:
@@ -133,6 +142,11 @@ class TextEncoder(nn.Module):
             return hidden[:, 0]
         real = (~padding).unsqueeze(-1).to(hidden.dtype)
         return (hidden * real).sum(dim=1) / real.sum(dim=1).clamp_min(1.0)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        """The vocabulary×width token embedding (its rows can start prompt-tuning vectors)."""
+        return self.embeddings.token
 
     def layer_groups(self) -> list[tuple[str, nn.Module]]:
         groups = [("embeddings", self.embeddings)]
@@ -244,7 +258,7 @@ def mask_tokens(
     *,
     mask_id: int,
     vocab_size: int,
-    special_ids: tuple[int, ...] = (0, 1, 2, 3),
+    special_ids: tuple[int, ...] = SPECIAL_IDS,
     rate: float = 0.15,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +310,7 @@ def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 class BagOfWords(nn.Module):
     """Token ids N×L → N×vocab_size binary bag of words (which words occur); no parameters."""
 
-    def __init__(self, vocab_size: int, ignore_ids: tuple[int, ...] = (0, 1, 2, 3)):
+    def __init__(self, vocab_size: int, ignore_ids: tuple[int, ...] = SPECIAL_IDS):
         super().__init__()
         self.vocab_size = vocab_size
         self.register_buffer("ignore", torch.tensor(ignore_ids, dtype=torch.long), persistent=False)

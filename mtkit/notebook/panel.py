@@ -27,207 +27,40 @@ once the click's message is done). Stop ends `mtkit.fit` at the next batch the w
 KeyboardInterrupt does (best weights and the history so far are kept); a later fit of the same
 run does not start, and a run that is not inside a fit is ended within `STOP_GRACE_SECONDS`.
 `panel.wait()` waits for a started run.
+
+The fields and their widgets are in controls.py, the callbacks the panel gives `fit` (live loss
+plot, Stop, time left) in run_callbacks.py; their public names can be imported from here too.
 """
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import dataclasses
-import io
-import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import ipywidgets as widgets
 from IPython.display import display
 
 from mtkit.core.train import Callback
 from mtkit.core.utils import MtkitError
+from mtkit.notebook.controls import check_ranges, control_for, escape, hyperparameter
+from mtkit.notebook.run_callbacks import LiveLossPlot, RunStopped, StopOnRequest, TimeLeft
 from mtkit.notebook.thread_output import into_output
+
+__all__ = [
+    "FIT_GRACE_SECONDS",
+    "STOP_GRACE_SECONDS",
+    "HyperparameterPanel",
+    "LiveLossPlot",
+    "RunStopped",
+    "check_ranges",
+    "hyperparameter",
+]
 
 STOP_GRACE_SECONDS = 2.0  # how long Stop waits for the run to stop by itself, outside fit
 FIT_GRACE_SECONDS = 30.0  # inside a fit that has the panel's callbacks: time for a long batch
-
-
-def hyperparameter(
-    default: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    step: float | None = None,
-    log: bool = False,
-    options: Sequence[Any] | None = None,
-    label: str | None = None,
-    unit: str | None = None,
-    help: str | None = None,
-):
-    """A dataclass field that also describes the widget that edits it.
-
-    Numbers need `low` and `high` (a slider; `log=True` for learning rates and other scales);
-    `options` makes a dropdown; booleans become checkboxes. `label` is the words a learner reads,
-    `unit` is shown with the range under it, `help` appears on hover.
-    """
-    spec = dict(low=low, high=high, step=step, log=log, options=options, label=label, unit=unit)
-    spec["help"] = help
-    if options is not None:
-        options = list(options)
-        if default not in options:
-            raise MtkitError(f"default {default!r} is not one of the options {options}")
-    elif _is_number(default):
-        if not (_is_number(low) and _is_number(high)) or not low <= default <= high:
-            raise MtkitError(
-                f"a numeric hyperparameter needs low <= default <= high, got "
-                f"low={low}, default={default}, high={high}"
-            )
-        if log and low <= 0:
-            raise MtkitError(f"a log-scale slider needs low > 0, got {low}")
-    elif not isinstance(default, bool):
-        raise MtkitError(
-            f"a hyperparameter of default {default!r} needs options=[...] (a dropdown); "
-            "numbers need low and high (a slider), booleans need nothing (a checkbox)"
-        )
-    return dataclasses.field(default=default, metadata={"widget": spec})
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_ranges(config) -> None:
-    """Raise MtkitError if a field of `config` lies outside its declared range or options, or
-    a slider's field holds something other than a number (an integer for an integer slider)."""
-    for field in dataclasses.fields(config):
-        spec = field.metadata.get("widget")
-        value = getattr(config, field.name)
-        if not spec:
-            continue
-        name = spec["label"] or field.name
-        if spec["options"] is not None and value not in spec["options"]:
-            raise MtkitError(f"{name}: {value!r} is not one of {list(spec['options'])}")
-        if spec["low"] is None:
-            continue
-        integer = isinstance(field.default, int) and not spec["log"]  # an IntSlider's
-        if not _is_number(value) or (integer and not isinstance(value, int)):
-            raise MtkitError(
-                f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}"
-            )
-        if not spec["low"] <= value <= spec["high"]:
-            raise MtkitError(f"{name} must lie in [{spec['low']}, {spec['high']}], got {value}")
-
-
-class LiveLossPlot(Callback):
-    """Redraws the loss curves in an Output widget while `fit` runs (at most every `every` s)."""
-
-    def __init__(self, output: widgets.Output, every: float = 0.5):
-        self.output = output
-        self.every = every
-        self._last_draw = 0.0
-
-    def on_epoch_end(self, trainer):
-        if time.monotonic() - self._last_draw >= self.every:
-            self._draw(trainer.history)
-
-    def on_train_end(self, trainer):
-        self._draw(trainer.history)
-
-    def _draw(self, history):
-        from matplotlib.figure import Figure  # not pyplot: safe in a background thread
-
-        self._last_draw = time.monotonic()
-        figure = Figure(figsize=(5, 2.8))
-        history.plot(ax=figure.subplots())
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=80)
-        # Replacing the Output's contents (rather than printing into it) swaps the picture in
-        # one step, without flicker, and works the same from any thread, with or without a kernel.
-        picture = base64.b64encode(buffer.getvalue()).decode("ascii")
-        self.output.outputs = (
-            {
-                "output_type": "display_data",
-                "data": {"image/png": picture, "text/plain": "<loss curves>"},
-                "metadata": {},
-            },
-        )
-
-
-class RunStopped(BaseException):
-    """Ends a run after Stop. A BaseException, like KeyboardInterrupt, so that `except Exception`
-    in the run function does not swallow it."""
-
-
-class _StopOnRequest(Callback):
-    """Ends fit at the next batch once Stop was clicked, as a KeyboardInterrupt does (fit keeps
-    the best weights and returns the history); a later fit of the same run does not start."""
-
-    def __init__(self, requested: threading.Event):
-        self.requested = requested
-        self.seen = threading.Event()  # fit was told; it ends by itself
-        self.in_fit = False  # a fit with this callback runs: it will see the request
-
-    def on_train_begin(self, trainer):
-        if self.requested.is_set():
-            self.seen.set()
-            raise RunStopped
-        self.in_fit = True
-
-    def on_train_end(self, trainer):
-        self.in_fit = False
-
-    def on_batch_end(self, trainer):
-        if self.requested.is_set() and not self.seen.is_set():
-            self.seen.set()
-            raise KeyboardInterrupt  # fit's own path: "interrupted", best weights restored
-
-    on_epoch_begin = on_batch_end
-
-
-class _TimeLeft(Callback):
-    """Writes "epoch 7/30 · about 12 s left" (7 of 30 epochs done) into the panel's status line
-    as fit runs; the time left is the time per epoch so far times the epochs to go."""
-
-    def __init__(self, panel: HyperparameterPanel, every: float = 0.25):
-        self.panel = panel
-        self.every = every
-        self.fits = 0
-        self.done = self.epochs = 0
-        self._started = self._last = 0.0
-        self._first_epoch = 0
-
-    def on_train_begin(self, trainer):
-        self.fits += 1
-        self._started, self._first_epoch = time.monotonic(), trainer.epoch
-        self.done, self.epochs = trainer.epoch, trainer.epochs
-        self._show(None)
-
-    def on_epoch_end(self, trainer):
-        now = time.monotonic()
-        self.done = trainer.epoch
-        timed = trainer.epoch - self._first_epoch
-        left = (now - self._started) / timed * (trainer.epochs - trainer.epoch)
-        if timed == 1 or now - self._last >= self.every or trainer.epoch == trainer.epochs:
-            self._show(left)
-
-    def _show(self, left):
-        self._last = time.monotonic()
-        fit = f"training {self.fits} · " if self.fits > 1 else ""
-        if left is None:
-            when = "estimating the time left"
-        elif self.done == self.epochs:
-            when = "finishing"
-        else:
-            when = f"about {_duration(left)} left"
-        self.panel._show_running(f"{fit}epoch {self.done}/{self.epochs} · {when}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    return f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 class HyperparameterPanel:
@@ -249,7 +82,7 @@ class HyperparameterPanel:
         self.result = None
         self.error: str | None = None
         self.controls: dict[str, widgets.Widget] = {
-            field.name: _control_for(field, getattr(config, field.name))
+            field.name: control_for(field, getattr(config, field.name))
             for field in dataclasses.fields(config)
             if "widget" in field.metadata or isinstance(getattr(config, field.name), bool)
         }
@@ -258,6 +91,15 @@ class HyperparameterPanel:
             for field in dataclasses.fields(config)
             if field.name not in self.controls
         }
+        self._build_widgets(title)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop_requested = threading.Event()
+        self._finished = True
+        self._started = 0.0
+
+    def _build_widgets(self, title: str | None) -> None:
+        """The buttons, status line, message, plot and output, laid out under the controls."""
         self.run_button = widgets.Button(
             description="Run",
             button_style="primary",
@@ -304,18 +146,17 @@ class HyperparameterPanel:
             (self.output, "mtkit-output"),
         ]:
             widget.add_class(name)  # names for tests and for styling
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop_requested = threading.Event()
-        self._finished = True
-        self._started = 0.0
 
     @property
     def config(self):
         """The current values as a new config; raises MtkitError if they are invalid."""
-        values = {name: control.value for name, control in self.controls.items()}
+        return self._config_with({})
+
+    def _config_with(self, values: dict):
+        """A config of the controls' values with `values` instead where given, checked."""
+        current = {name: control.value for name, control in self.controls.items()}
         try:
-            config = self._config_type(**values, **self._fixed)
+            config = self._config_type(**{**current, **values}, **self._fixed)
         except (TypeError, ValueError) as error:
             raise MtkitError(str(error)) from error
         check_ranges(config)
@@ -335,12 +176,7 @@ class HyperparameterPanel:
         for name in values:
             if name not in self.controls:
                 raise MtkitError(f"no control named {name!r}; controls: {sorted(self.controls)}")
-        current = {name: control.value for name, control in self.controls.items()}
-        try:
-            wanted = self._config_type(**{**current, **values}, **self._fixed)
-        except (TypeError, ValueError) as error:
-            raise MtkitError(str(error)) from error
-        check_ranges(wanted)
+        self._config_with(values)
         for name, value in values.items():
             if isinstance(self.controls[name], widgets.Checkbox) and not isinstance(value, bool):
                 raise MtkitError(f"{name} must be True or False, got {value!r}")
@@ -442,8 +278,8 @@ class HyperparameterPanel:
         return fn
 
     def _callbacks(self) -> list[Callback]:
-        self._stopper = _StopOnRequest(self._stop_requested)
-        self._time_left = _TimeLeft(self)
+        self._stopper = StopOnRequest(self._stop_requested)
+        self._time_left = TimeLeft(self._show_running)
         # The stopper first: a fit that Stop keeps from starting does not show up as "epoch 0".
         return [self._stopper, LiveLossPlot(self.plot), self._time_left]
 
@@ -464,7 +300,7 @@ class HyperparameterPanel:
     def _show_running(self, what: str) -> None:
         if self._stop_requested.is_set() and what != "stopping…":
             return  # "stopping…" stays until the run has ended
-        self.status.value = f'<i>{_escape(what)}</i> <span style="color:#666">· {self._how}</span>'
+        self.status.value = f'<i>{escape(what)}</i> <span style="color:#666">· {self._how}</span>'
 
     def _end(self, failure, stopped: bool):
         self.run_button.disabled = False
@@ -472,7 +308,7 @@ class HyperparameterPanel:
         seconds = time.monotonic() - self._started
         if isinstance(failure, ValueError):  # MtkitError is a ValueError
             self.error = str(failure)
-            reason = _escape(failure)
+            reason = escape(failure)
             self.message.value = (
                 f'<div style="color:#b00020">⚠ Cannot run with these values: {reason}</div>'
             )
@@ -485,7 +321,7 @@ class HyperparameterPanel:
                 epochs = f" ({where.done}/{where.epochs} epochs done; best weights so far kept)"
             self.status.value = f"stopped after {seconds:.1f} s{epochs}"
         elif failure is not None:
-            self.status.value = f'<span style="color:#b00020">failed: {_escape(failure)}</span>'
+            self.status.value = f'<span style="color:#b00020">failed: {escape(failure)}</span>'
         else:
             self.status.value = f"done in {seconds:.1f} s"
         return self.result
@@ -529,71 +365,3 @@ class HyperparameterPanel:
 
     def _ipython_display_(self):
         display(self.widget)
-
-
-def _control_for(field: dataclasses.Field, value) -> widgets.Widget:
-    spec = field.metadata.get("widget", {})
-    label = spec.get("label") or field.name.replace("_", " ").capitalize()
-    unit = spec.get("unit")
-    hint = _range_hint(spec, value)
-    help_text = spec.get("help")
-    tooltip = "; ".join(part for part in (help_text, hint) if part) or label
-    description = _escape(label)
-    if hint:  # a second, smaller line under the label: the range and the unit
-        description = (
-            f'<span style="display:block;line-height:1.25">{description}</span>'
-            f'<span style="display:block;line-height:1.25;font-size:85%;color:#666">'
-            f"{_escape(hint)}</span>"
-        )
-    elif unit:
-        description += f" ({_escape(unit)})"
-    common = dict(
-        description=description,
-        description_allow_html=True,
-        tooltip=tooltip,
-        style={"description_width": "165px"},
-        layout=widgets.Layout(width="auto"),
-    )
-    if isinstance(value, bool):
-        return widgets.Checkbox(value=value, indent=False, **common)
-    if spec.get("options") is not None:
-        # Shown in words ("linear probe"), the value stays the name the code uses.
-        options = [(_words(option), option) for option in spec["options"]]
-        return widgets.Dropdown(options=options, value=value, **common)
-    low, high = spec["low"], spec["high"]
-    if spec.get("log"):
-        return widgets.FloatLogSlider(
-            value=value,
-            base=10,
-            min=math.log10(low),
-            max=math.log10(high),
-            step=spec.get("step") or 0.1,
-            readout_format=".2g",  # 0.0032, 4, 1e-05
-            **common,
-        )
-    if isinstance(value, int):
-        return widgets.IntSlider(
-            value=value, min=int(low), max=int(high), step=int(spec.get("step") or 1), **common
-        )
-    step = spec.get("step") or (high - low) / 100
-    return widgets.FloatSlider(value=value, min=low, max=high, step=step, **common)
-
-
-def _words(option) -> str:
-    return option.replace("_", " ") if isinstance(option, str) else str(option)
-
-
-def _range_hint(spec: dict, value) -> str:
-    """'1 to 300 passes', '0.0001 to 0.1, log scale': what a slider's ends mean."""
-    if spec.get("low") is None or isinstance(value, bool):
-        return ""
-    hint = f"{spec['low']:g} to {spec['high']:g}"
-    if spec.get("unit"):
-        hint += f" {spec['unit']}"
-    if spec.get("log"):
-        hint += ", log scale"
-    return hint
-
-
-def _escape(error) -> str:
-    return str(error).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -14,24 +14,38 @@ A config file has a few top-level fields and one [section] per part:
     patience = 20
 
 Every field is optional (absent: its default). `python -m mtkit run --help` lists them all,
-generated from the `option(...)` help texts below, so the two never disagree.
+generated from the `option(...)` help texts below, so the two never disagree. Reading, writing
+and describing such dataclasses is config_fields.py's job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import textwrap
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import NoneType
 
 from mtkit.core.utils import MtkitError, check_choice, check_positive
+from mtkit.pipeline.config_fields import describe_fields, option, read_section, to_toml
 from mtkit.pipeline.exit import ExitCriteria
 from mtkit.stages.finetune import STRATEGIES
+
+__all__ = [  # option, read_section and to_toml (config_fields.py) are importable from here too
+    "AdaptConfig",
+    "DataConfig",
+    "FineTuneConfig",
+    "PipelineConfig",
+    "PretrainConfig",
+    "check_file_name",
+    "config_from_dict",
+    "describe_config",
+    "exit_criteria",
+    "load_config",
+    "option",
+    "read_section",
+    "to_toml",
+]
 
 DATASETS = ("digits", "tweets")
 STAGE_NAMES = ("pretrain", "finetune", "adapt")
@@ -48,11 +62,6 @@ def check_file_name(what: str, name) -> str:
             f"{what} names files and folders: use letters, digits, '-', '_' or '.', got {name!r}"
         )
     return name
-
-
-def option(default, help: str, choices=None):
-    """A config field with the help text `--help` prints and, optionally, its allowed values."""
-    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 # The exit-criteria fields every stage section has (see ExitCriteria).
@@ -296,113 +305,6 @@ def load_config(path) -> PipelineConfig:
     return config_from_dict(values)
 
 
-def read_section(cls, values, prefix: str):
-    """cls(**values) for a config dataclass, each value checked; `prefix` ("finetune.") names
-    the fields in error messages. Nested sections are read the same way."""
-    where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-    if not isinstance(values, dict):
-        raise MtkitError(f"{prefix.rstrip('.')} must be a [section] of fields, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [name for name in values if name not in fields]
-    if unknown:
-        raise MtkitError(f"unknown field {prefix}{unknown[0]}; {where} has: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    checked = {}
-    for name, value in values.items():
-        if dataclasses.is_dataclass(hints[name]):
-            checked[name] = read_section(hints[name], value, f"{prefix}{name}.")
-        else:
-            checked[name] = _check_value(f"{prefix}{name}", value, hints[name], fields[name])
-    return cls(**checked)
-
-
-def _check_value(name: str, value, hint, field_: dataclasses.Field):
-    """`value` if it has the field's type (ints pass as floats) and is an allowed choice."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # e.g. int | None
-    kinds = [kind for kind in (typing.get_args(hint) if union else (hint,)) if kind is not NoneType]
-    ok = False
-    for kind in kinds:
-        if typing.get_origin(kind) is tuple:  # tuple[int, ...] is a TOML array
-            element = typing.get_args(kind)[0]
-            if isinstance(value, (list, tuple)) and all(_is_kind(v, element) for v in value):
-                value, ok = tuple(value), True
-        elif _is_kind(value, kind):
-            ok = True
-        if ok:
-            break
-    if not ok:
-        wanted = " or ".join(_kind_name(kind) for kind in kinds)
-        raise MtkitError(f"{name} must be {wanted}, got {value!r}")
-    choices = field_.metadata.get("choices")
-    if choices is not None:
-        for item in value if isinstance(value, tuple) else (value,):
-            if item not in choices:
-                raise MtkitError(f"{name}: {item!r} is not allowed; choose one of {list(choices)}")
-    return value
-
-
-def _is_kind(value, kind) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _kind_name(kind) -> str:
-    if typing.get_origin(kind) is tuple:
-        element = typing.get_args(kind)[0]
-        return f"a list of {'integers' if element is int else _kind_name(element)}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        kind, str(kind)
-    )
-
-
 def describe_config() -> str:
     """Every config field with its default, allowed values and meaning (for `--help`)."""
-    lines = []
-
-    def describe(cls, prefix: str):
-        hints = typing.get_type_hints(cls)
-        sections = []
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                sections.append((hints[f.name], f.name))
-                continue
-            default = f.default
-            shown = "(absent)" if default is None else _toml_value(default)
-            lines.append(f"  {f.name} = {shown}")
-            text = f.metadata.get("help", "")
-            if f.metadata.get("choices"):
-                text += f"; one of: {', '.join(str(c) for c in f.metadata['choices'])}"
-            lines.extend(textwrap.wrap(text, 96, initial_indent=" " * 6, subsequent_indent=" " * 6))
-        for section_cls, name in sections:
-            lines.append(f"\n[{name}]  {section_cls.__doc__.split(': ', 1)[-1]}")
-            describe(section_cls, f"{name}.")
-
-    describe(PipelineConfig, "")
-    return "\n".join(lines)
-
-
-def to_toml(values: dict) -> str:
-    """Nested dicts of numbers, strings, booleans and lists as TOML (None values left out)."""
-    lines = [
-        f"{k} = {_toml_value(v)}"
-        for k, v in values.items()
-        if v is not None and not isinstance(v, dict)
-    ]
-    for name, section in values.items():
-        if isinstance(section, dict):
-            lines.append(f"\n[{name}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in section.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    return repr(value)
+    return describe_fields(PipelineConfig)

@@ -1,6 +1,7 @@
 """Every figure of the series, so notebooks stay short: images and training (figures.py),
-evaluation (evaluation.py)."""
+evaluation (evaluation.py), experiments (experiments.py: label efficiency, domain shift)."""
 
+from mtkit.plots.experiments import plot_adaptations, plot_label_efficiency
 from mtkit.plots.figures import (
     plot_accuracy_vs_trainable,
     plot_embedding_map,
@@ -12,6 +13,8 @@ from mtkit.plots.figures import (
 )
 
 __all__ = [
+    "plot_adaptations",
+    "plot_label_efficiency",
     "plot_accuracy_vs_trainable",
     "plot_embedding_map",
     "plot_file_sizes",

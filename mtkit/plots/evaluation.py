@@ -1,4 +1,9 @@
-"""Figures for mtkit.evaluation (metrics and stats). Every function returns the Figure."""
+"""Figures for mtkit.evaluation (metrics, calibration, probes and stats). Every function
+returns the Figure.
+
+Plots depend on evaluation, never the reverse: a figure of an evaluation result lives here,
+e.g. `plot_comparison(compare(results))`, not in a method of the result.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mtkit.core.utils import MtkitError, check_positive
-from mtkit.evaluation.metrics import (
-    DEFAULT_BINS,
-    Evaluation,
-    Mistake,
-    _inputs_and_labels,
-    _max_length,
-    class_errors,
-    embed,
-    reliability_curve,
-)
+from mtkit.evaluation.calibration import DEFAULT_BINS, reliability_curve
+from mtkit.evaluation.inputs import labelled_inputs
+from mtkit.evaluation.metrics import Evaluation, Mistake, class_errors
+from mtkit.evaluation.probes import embed
+from mtkit.evaluation.stats import Comparison
 from mtkit.plots.figures import _as_picture, plot_embedding_map
 
 
@@ -155,7 +155,7 @@ def plot_embedding_maps(
     At most `max_points` examples, drawn at random with `seed` (t-SNE is slow on many points).
     """
     check_positive("max_points", max_points, integer=True)
-    inputs, labels = _inputs_and_labels(data, True, tokenizer, _max_length(encoder))
+    inputs, labels = labelled_inputs(data, encoder, tokenizer)
     if len(inputs) > max_points:  # sample before embedding: only the shown points are encoded
         shown = np.sort(np.random.default_rng(seed).choice(len(inputs), max_points, replace=False))
         inputs, labels = inputs[shown], labels[shown]
@@ -169,11 +169,12 @@ def plot_embedding_maps(
     return figure
 
 
-def plot_comparison(comparison, ax=None, title: str | None = None):
+def plot_comparison(comparison: Comparison, ax=None, title: str | None = None):
     """Each method's per-run scores (dots), the same run joined across methods by a grey line,
     and mean ± std (black). Lines that all slope the same way are what a paired comparison sees.
 
-    comparison: a mtkit.evaluation.stats.Comparison (from `compare`).
+    comparison: a mtkit.evaluation.stats.Comparison (from `compare`). Replaces the former
+        `comparison.plot()`.
     """
     names = list(comparison.scores)
     figure, ax = _axis(ax, (1.6 * len(names) + 2, 3.2))

@@ -8,7 +8,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mtkit.core.batches import forward_in_batches
 from mtkit.core.utils import MtkitError
+from mtkit.evaluation.stats import mean_and_spread
 
 
 def show_images(images, labels=None, class_names=None, columns: int = 10, title: str | None = None):
@@ -45,19 +47,15 @@ def show_images(images, labels=None, class_names=None, columns: int = 10, title:
     return figure
 
 
-@torch.no_grad()
 def plot_reconstructions(model, images, count: int = 10, title: str | None = None):
-    """Originals (top row) above the model's reconstructions (bottom row).
+    """Originals (top row) above the model's reconstructions (bottom row), the model run in
+    eval mode.
 
     images: N×C×H×W tensor or an ImageDataset; the first `count` are shown.
     """
     images = images.images if hasattr(images, "images") else images
     originals = images[:count]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    rebuilt = model(originals.to(device)).cpu()
-    model.train(was_training)
+    rebuilt = forward_in_batches(model, originals)
     figure, axes = plt.subplots(2, len(originals), figsize=(1.1 * len(originals), 2.5))
     axes = np.atleast_2d(axes).reshape(2, -1)
     for column in range(len(originals)):
@@ -126,13 +124,16 @@ def plot_embedding_map(codes, labels, class_names=None, method: str = "pca", ax=
 
 
 def plot_mean_with_spread(results: dict, ylabel: str, title: str | None = None, ax=None):
-    """Bars of the mean with error bars of the standard deviation, one bar per entry.
+    """Bars of the mean with error bars of the sample standard deviation (n − 1, as
+    `mtkit.evaluation.stats.mean_and_spread`; 0 for a single value), one bar per entry, and
+    the values themselves as dots.
 
     results: {name: list of values (one per seed)}. Returns the Figure.
     """
     names = list(results)
-    means = [float(np.mean(results[name])) for name in names]
-    spreads = [float(np.std(results[name])) for name in names]
+    summaries = [mean_and_spread(results[name]) for name in names]
+    means = [summary.mean for summary in summaries]
+    spreads = [summary.std for summary in summaries]
     if ax is None:
         figure, ax = plt.subplots(figsize=(1.3 * len(names) + 1.5, 2.8))
     else:

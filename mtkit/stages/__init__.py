@@ -8,4 +8,4 @@ selftrain.py   learn from the classifier's own confident guesses on the unlabell
 shift.py       adapt a trained classifier to a shifted domain (naive, rehearsal, adapter)
 """
 
-from mtkit.stages import adapters, finetune, method, pretrain, selftrain, shift  # noqa: F401
+from mtkit.stages import adapters, augment, finetune, method, pretrain, selftrain, shift  # noqa: F401

@@ -13,25 +13,34 @@ Options that fight overfitting on few labels: weight decay, dropout, augmentatio
 shifts and rotations), early stopping on validation, L2-SP (a pull back towards the pretrained
 weights, against forgetting), and class-weighted loss or oversampling for imbalance.
 
-After fine-tuning, `forgetting(autoencoder, classifier, images)` measures how far it moved the
-encoder away from what pretraining taught it. Self-training, which goes on from a fine-tuned
-classifier with the unlabelled pool, lives in mtkit/selftrain.py.
+`fine_tune` reads as its phases: `_check_options`, `_prepare_classifier`, `_loss_function`,
+`configure_optimizer` (one AdamW group per layer group), `_callbacks`, then `fit`. Augmentation,
+mixup and class balance live in stages/augment.py; `forgetting` (how far fine-tuning moved the
+encoder) in evaluation/forgetting.py; self-training, which goes on from here, in selftrain.py.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mtkit.core.batches import forward_in_batches
 from mtkit.core.train import Callback, EarlyStopping, History, fit
 from mtkit.core.utils import MtkitError, check_choice, check_positive
-from mtkit.stages.pretrain import reconstruction_error
+
+# Re-exported, so that `mt.finetune.shift_rotate` and `from mtkit.stages.finetune import ...` work.
+from mtkit.stages.augment import (  # noqa: F401
+    RandomShiftRotate,
+    as_augmentation,
+    class_weights,
+    mixup_pairs,
+    shift_rotate,
+)
+from mtkit.stages.augment import oversample as _oversample
 
 STRATEGIES = ("scratch", "linear_probe", "full", "gradual_unfreeze", "discriminative_lr")
 CLASS_BALANCE = ("none", "weighted_loss", "oversample")
@@ -105,91 +114,6 @@ def reset_weights(model: nn.Module) -> None:
     for name in ("feature_mean", "feature_std"):
         if hasattr(model, name):
             getattr(model, name).fill_(0.0 if name == "feature_mean" else 1.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation.
-
-
-def shift_rotate(images: torch.Tensor, angles: torch.Tensor, shifts: torch.Tensor):
-    """Rotate each image about its centre by its own angle, then shift it (bilinear, zero fill).
-
-    images: N×C×H×W. angles: (N,) degrees, positive = counter-clockwise. shifts: N×2 pixels
-    (x to the right, y down; fractions allowed). Returns a new N×C×H×W tensor, equal to
-    torchvision.transforms.v2.functional.affine(image, angle, shift, scale=1, shear=0,
-    interpolation=BILINEAR) image by image, but as one batched grid_sample: torchvision draws one
-    transform per call, and calling it per image costs ~1 ms each, which dominates a small model.
-    """
-    _, _, height, width = images.shape
-    radians = torch.deg2rad(angles.to(images))
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    shift_x, shift_y = shifts[:, 0].to(images), shifts[:, 1].to(images)
-    # Output pixel p reads input pixel R⁻¹(p − shift), measured from the centre in pixels...
-    offset_x = -(cos * shift_x + sin * shift_y)
-    offset_y = -(-sin * shift_x + cos * shift_y)
-    # ... written in affine_grid's coordinates, which run from -1 to 1 across each side.
-    theta = torch.stack(
-        [
-            torch.stack([cos, sin * height / width, offset_x * 2 / width], dim=1),
-            torch.stack([-sin * width / height, cos, offset_y * 2 / height], dim=1),
-        ],
-        dim=1,
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-@dataclass
-class RandomShiftRotate:
-    """A random small shift and rotation per image: what `augment=True` uses.
-
-    max_shift: pixels in each direction (uniform, fractions allowed); max_rotation: degrees.
-    Call it on an N×C×H×W batch; returns a new batch, labels are not its business.
-    The defaults are small on purpose: on 8×8 digits, ±0.5 px and ±10° lifted a linear probe by
-    about 1.5 points on held-out splits, while whole-pixel shifts (±1 px) cost accuracy.
-    """
-
-    max_shift: float = 0.5
-    max_rotation: float = 10.0
-
-    def __post_init__(self):
-        check_positive("max_shift", self.max_shift, allow_zero=True)
-        check_positive("max_rotation", self.max_rotation, allow_zero=True)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4:
-            raise MtkitError(f"augmentation needs N×C×H×W images, got {tuple(images.shape)}")
-        count, device = len(images), images.device
-        angles = (torch.rand(count, device=device) * 2 - 1) * self.max_rotation
-        shifts = (torch.rand(count, 2, device=device) * 2 - 1) * self.max_shift
-        return shift_rotate(images, angles, shifts)
-
-
-def _augmentation(augment) -> Callable | None:
-    """augment=False/None → None, True → RandomShiftRotate(), a callable → itself."""
-    if augment is None or augment is False:
-        return None
-    if augment is True:
-        return RandomShiftRotate()
-    if callable(augment):
-        return augment
-    raise MtkitError(
-        f"augment must be True, False or a callable images → images, got {type(augment).__name__}"
-    )
-
-
-def mixup_pairs(batch_size: int, alpha: float) -> tuple[float, torch.Tensor]:
-    """(λ, partner indices) for mixing a batch with a shuffled copy of itself.
-
-    λ ~ Beta(α, α), folded to max(λ, 1 − λ) so each example keeps the larger share of itself;
-    partner: a random permutation of range(batch_size), int64 (batch_size,). Example i becomes
-    λ·x[i] + (1 − λ)·x[partner[i]], and its loss weighs label i by λ and partner[i]'s by 1 − λ.
-    """
-    check_positive("batch_size", batch_size, integer=True)
-    check_positive("mixup alpha", alpha)
-    beta = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(alpha)))
-    share = float(beta.sample())
-    return max(share, 1.0 - share), torch.randperm(batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +203,43 @@ def fine_tune(
     Other keyword arguments go to `mtkit.fit` (schedule, grad_clip, device, seed, callbacks, ...).
     Raises MtkitError for an unknown strategy or bad option.
     """
+    lr = _check_options(
+        classifier, strategy=strategy, lr=lr, weight_decay=weight_decay, dropout=dropout,
+        patience=patience, monitor=monitor, class_balance=class_balance, l2_sp=l2_sp,
+        lr_decay=lr_decay, epochs_per_group=epochs_per_group, mixup=mixup, fit_options=fit_options,
+    )  # fmt: skip
+    augmentation = as_augmentation(augment)
+    inputs, labels = labelled_tensors(labelled)
+    if labels.max() >= classifier.num_classes or labels.min() < 0:
+        raise MtkitError(f"labels must lie in [0, {classifier.num_classes}) for this classifier")
+    if validation is not None:
+        fit_options["val_data"] = labelled_tensors(validation)
+
+    # Checks done: from here on the classifier is changed.
+    _prepare_classifier(classifier, strategy, dropout)
+    if class_balance == "oversample":
+        inputs, labels = _oversample(inputs, labels)
+    weights = None
+    if class_balance == "weighted_loss":
+        weights = class_weights(labels, classifier.num_classes)
+    loss_fn = _loss_function(classifier, weights, augmentation, mixup, l2_sp)
+    optimizer, group_lrs = configure_optimizer(
+        classifier, strategy, lr, weight_decay=weight_decay, lr_decay=lr_decay, l2_sp=l2_sp
+    )
+    callbacks = _callbacks(classifier, strategy, epochs_per_group, patience, monitor, fit_options)
+    history = fit(
+        classifier, loss_fn, (inputs, labels), epochs=epochs, lr=lr, optimizer=optimizer,
+        batch_size=min(batch_size, len(labels)), monitor=monitor, callbacks=callbacks,
+        **fit_options,
+    )  # fmt: skip
+    return FineTuneResult(history, strategy, count_trainable(classifier), group_lrs)
+
+
+def _check_options(
+    classifier, *, strategy, lr, weight_decay, dropout, patience, monitor, class_balance, l2_sp,
+    lr_decay, epochs_per_group, mixup, fit_options,
+) -> float:  # fmt: skip
+    """Raise MtkitError for a bad option of fine_tune, before anything changes; the peak lr."""
     check_choice("strategy", strategy, STRATEGIES)
     check_choice("class_balance", class_balance, CLASS_BALANCE)
     check_choice("monitor", monitor, ("val_loss", "val_accuracy"))
@@ -297,16 +258,11 @@ def fine_tune(
         raise MtkitError("fine_tune builds its own optimizer; set lr / weight_decay instead")
     if not hasattr(classifier, "layer_groups") or not hasattr(classifier, "head"):
         raise MtkitError("fine_tune needs a mtkit Classifier (an encoder with a head)")
-    augmentation = _augmentation(augment)
-    inputs, labels = labelled_tensors(labelled)
-    if labels.max() >= classifier.num_classes or labels.min() < 0:
-        raise MtkitError(f"labels must lie in [0, {classifier.num_classes}) for this classifier")
-    if validation is not None:
-        fit_options["val_data"] = labelled_tensors(validation)
-    elif patience is not None and "val_data" not in fit_options:
-        patience = None  # nothing to watch: train for all epochs
+    return lr
 
-    # Checks done: from here on the classifier is changed.
+
+def _prepare_classifier(classifier, strategy: str, dropout: float | None) -> None:
+    """Set the dropout, re-initialise for "scratch", and choose what trains at first."""
     if dropout is not None:
         classifier.dropout.p = dropout
     if strategy == "scratch":
@@ -315,12 +271,14 @@ def fine_tune(
     set_trainable(classifier, strategy != "linear_probe")
     set_trainable(classifier.head, True)
 
-    if class_balance == "oversample":
-        inputs, labels = _oversample(inputs, labels)
-    weights = None
-    if class_balance == "weighted_loss":
-        weights = class_weights(labels, classifier.num_classes)
 
+def _loss_function(classifier, weights, augmentation, mixup: float, l2_sp: float):
+    """fit's loss_fn(model, batch) -> (loss, {"accuracy": ...}) for fine-tuning.
+
+    Cross-entropy, weighted per class by `weights` (or not, with None). On training batches
+    only: `augmentation` of the images, mixup with α = `mixup` (> 0), and with `l2_sp` > 0 the
+    L2-SP pull towards the encoder's weights as they are now, before fine-tuning.
+    """
     pretrained = None
     if l2_sp > 0:  # the starting point to pull back towards
         pretrained = {
@@ -352,9 +310,24 @@ def fine_tune(
         accuracy = (logits.argmax(dim=1) == batch_labels).float().mean()
         return loss, {"accuracy": accuracy}
 
-    # One optimizer parameter group per layer group, so each can have its own learning rate
-    # and weight decay. Frozen groups are in it too: AdamW skips parameters without gradients
-    # (no update, no decay) until GradualUnfreezing switches them on.
+    return loss_fn
+
+
+def configure_optimizer(
+    classifier,
+    strategy: str,
+    lr: float,
+    weight_decay: float = 1e-2,
+    lr_decay: float = 0.5,
+    l2_sp: float = 0.0,
+) -> tuple[torch.optim.AdamW, dict[str, float]]:
+    """(AdamW, {group name: peak lr}) with one parameter group per layer group of `classifier`.
+
+    Each group has its own learning rate, lr × lr_decay^depth below the head for
+    discriminative_lr (lr for every group otherwise), and weight decay. Frozen groups are in it
+    too: AdamW skips parameters without gradients (no update, no decay) until GradualUnfreezing
+    switches them on.
+    """
     groups = classifier.layer_groups()
     depth = {name: len(groups) - 1 - index for index, (name, _) in enumerate(groups)}
     decay = lr_decay if strategy == "discriminative_lr" else 1.0
@@ -372,25 +345,19 @@ def fine_tune(
         ],
         lr=lr,
     )
+    return optimizer, group_lrs
 
+
+def _callbacks(classifier, strategy, epochs_per_group, patience, monitor, fit_options) -> list:
+    """The callbacks of fit: GradualUnfreezing first (for that strategy), then the caller's
+    (popped from `fit_options`), then EarlyStopping with `patience` when there is validation
+    data to watch (without, training runs for all epochs)."""
     callbacks = list(fit_options.pop("callbacks", ()))
     if strategy == "gradual_unfreeze":
-        callbacks.insert(0, GradualUnfreezing(groups, epochs_per_group))
-    if patience is not None:
+        callbacks.insert(0, GradualUnfreezing(classifier.layer_groups(), epochs_per_group))
+    if patience is not None and "val_data" in fit_options:
         callbacks.append(EarlyStopping(monitor, patience=patience))
-    history = fit(
-        classifier,
-        loss_fn,
-        (inputs, labels),
-        epochs=epochs,
-        lr=lr,
-        batch_size=min(batch_size, len(labels)),
-        optimizer=optimizer,
-        monitor=monitor,
-        callbacks=callbacks,
-        **fit_options,
-    )
-    return FineTuneResult(history, strategy, count_trainable(classifier), group_lrs)
+    return callbacks
 
 
 def _distance_to(module: nn.Module, reference: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -404,45 +371,16 @@ def _distance_to(module: nn.Module, reference: dict[str, torch.Tensor]) -> torch
     return total
 
 
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Loss weight per class, total / (num_classes × count): (num_classes,) float32.
-
-    With these, cross-entropy becomes the mean over classes of each class's mean loss, so a
-    class with 3 examples counts as much as one with 30. Absent classes get weight total / C.
-    """
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    return counts.sum() / (num_classes * counts.clamp_min(1))
-
-
-def _oversample(inputs: torch.Tensor, labels: torch.Tensor):
-    """Repeat examples of each class until all classes are as frequent as the most common one."""
-    counts = torch.bincount(labels)
-    target = int(counts.max())
-    rows = []
-    for label in range(len(counts)):
-        members = (labels == label).nonzero().flatten()
-        if len(members) == 0:
-            continue
-        repeats = math.ceil(target / len(members))
-        rows.append(members.repeat(repeats)[:target])
-    order = torch.cat(rows)
-    return inputs[order], labels[order]
-
-
-@torch.no_grad()
 def predict(classifier: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Class probabilities for every input: N×num_classes on the CPU, computed in eval mode."""
     if len(inputs) == 0:
         raise MtkitError("nothing to predict: the inputs are empty")
-    device = next(classifier.parameters()).device
-    was_training = classifier.training
-    classifier.eval()
-    chunks = [
-        torch.softmax(classifier(inputs[start : start + batch_size].to(device)), dim=1).cpu()
-        for start in range(0, len(inputs), batch_size)
-    ]
-    classifier.train(was_training)
-    return torch.cat(chunks)
+    return forward_in_batches(
+        classifier,
+        inputs,
+        batch_size=batch_size,
+        fn=lambda batch: torch.softmax(classifier(batch), dim=1),  # on the device, per batch
+    )
 
 
 def copy_encoder(autoencoder: nn.Module) -> nn.Module:
@@ -450,65 +388,11 @@ def copy_encoder(autoencoder: nn.Module) -> nn.Module:
     return copy.deepcopy(autoencoder.encoder)
 
 
-# ---------------------------------------------------------------------------------------------
-# Forgetting: how much of what pretraining taught survives fine-tuning.
+def __getattr__(name: str):
+    """Forgetting and forgetting, which moved to mtkit.evaluation.forgetting, looked up there
+    when first asked for: stages do not import mtkit.evaluation when they load."""
+    if name in ("Forgetting", "forgetting"):
+        from mtkit.evaluation import forgetting as moved  # works while evaluation is importing
 
-
-@dataclass
-class Forgetting:
-    """Reconstruction error (mean squared error per pixel) of the pretrained decoder fed by:
-
-    before: the original encoder (the autoencoder as pretrained);
-    after: the fine-tuned classifier's encoder.
-    weight_change: ‖w_after − w_before‖ / ‖w_before‖ over all encoder weights.
-    A frozen encoder gives after == before; the further fine-tuning moved it, the larger after.
-    """
-
-    before: float
-    after: float
-    weight_change: float
-
-    @property
-    def ratio(self) -> float:
-        """after / before: 1.0 means nothing was forgotten."""
-        return self.after / self.before if self.before > 0 else math.inf
-
-
-class _Rebuild(nn.Module):
-    """decoder(encoder(x)): a fine-tuned encoder put back in front of the original decoder."""
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module):
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(images))
-
-
-def forgetting(autoencoder: nn.Module, classifier: nn.Module, images) -> Forgetting:
-    """How far fine-tuning moved `classifier.encoder` from `autoencoder.encoder`.
-
-    autoencoder: the pretrained autoencoder (left untouched: fine-tune a `copy_encoder` of it).
-    classifier: a Classifier whose encoder has the same architecture as the autoencoder's.
-    images: N×C×H×W tensor or ImageDataset to rebuild (e.g. the test images; labels unused).
-    Returns Forgetting(before, after, weight_change).
-    """
-    if not hasattr(autoencoder, "encoder") or not hasattr(autoencoder, "decoder"):
-        raise MtkitError("forgetting needs the pretrained autoencoder (with encoder and decoder)")
-    before_weights = dict(autoencoder.encoder.named_parameters())
-    after_weights = dict(classifier.encoder.named_parameters())
-    shapes = {name: tuple(p.shape) for name, p in before_weights.items()}
-    if shapes != {name: tuple(p.shape) for name, p in after_weights.items()}:
-        raise MtkitError("the classifier's encoder does not have the autoencoder's architecture")
-    moved = sum(
-        (after_weights[name].detach().cpu() - weight.detach().cpu()).pow(2).sum()
-        for name, weight in before_weights.items()
-    )
-    size = sum(weight.detach().cpu().pow(2).sum() for weight in before_weights.values())
-    device = next(autoencoder.parameters()).device
-    after_model = _Rebuild(copy.deepcopy(classifier.encoder).to(device), autoencoder.decoder)
-    return Forgetting(
-        before=reconstruction_error(autoencoder, images),
-        after=reconstruction_error(after_model, images),
-        weight_change=float(moved.sqrt() / size.sqrt()),
-    )
+        return getattr(moved, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

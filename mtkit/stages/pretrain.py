@@ -7,14 +7,18 @@ than single pixels. Noise is an option of the pretraining call, not a different 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mtkit.core.batches import forward_in_batches
 from mtkit.core.train import History, fit
 from mtkit.core.utils import MtkitError, check_choice, check_positive, seed_everything
+from mtkit.data.length_buckets import LengthBuckets
+from mtkit.data.tokenizer import MASK_ID, SPECIAL_TOKENS, Tokenizer
+from mtkit.models.text import MaskedTokenModel, TextEncoder, TextEncoderConfig, mask_tokens
 
 NOISE_TYPES = ("none", "gaussian", "masking")
 
@@ -91,19 +95,15 @@ def pretrain_autoencoder(
     )
 
 
-@torch.no_grad()
 def reconstruction_error(model: nn.Module, images, batch_size: int = 512) -> float:
     """Mean squared reconstruction error of `model` over all images (clean inputs)."""
     data = _images_only(images)[0]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for start in range(0, len(data), batch_size):
-        chunk = data[start : start + batch_size].to(device)
-        total += F.mse_loss(model(chunk), chunk, reduction="sum").item()
-    model.train(was_training)
-    return total / data.numel()
+
+    def batch_error(chunk):  # one sum per batch, added up in the same order as always
+        return F.mse_loss(model(chunk), chunk, reduction="sum").reshape(1)
+
+    sums = forward_in_batches(model, data, batch_size=batch_size, fn=batch_error)
+    return sum(sums.tolist()) / data.numel()
 
 
 def _images_only(images) -> tuple[torch.Tensor]:
@@ -151,17 +151,13 @@ def pretrain_masked_tokens(
     Extra keyword arguments go to `mtkit.fit`. Returns the History, whose records include
     `train_accuracy`/`val_accuracy`: how often a hidden token was guessed.
     """
-    from mtkit.data.text import LengthBuckets
-    from mtkit.models.text import mask_tokens
-
     if not isinstance(token_ids, torch.Tensor) or token_ids.dtype != torch.long:
         raise MtkitError("token_ids must be an N×L int64 tensor from Tokenizer.encode")
     config = model.encoder.config
 
     def corrupt(ids, generator=None):
-        # 2 is the Tokenizer's fixed id for <mask>.
         return mask_tokens(
-            ids, mask_id=2, vocab_size=config.vocab_size, rate=mask_rate, generator=generator
+            ids, mask_id=MASK_ID, vocab_size=config.vocab_size, rate=mask_rate, generator=generator
         )
 
     def loss_fn(model, batch):
@@ -213,21 +209,47 @@ def pretrain_bag_of_words(
     )
 
 
-@dataclass
+@dataclass(init=False)
 class TextPretrainConfig:
-    """Everything that determines a pretrained text encoder (and so its cache entry)."""
+    """Everything that determines a pretrained text encoder (and so its cache entry): the
+    encoder's shape, and how masked-token pretraining trains it.
 
-    vocab_size: int = 8000
-    max_length: int = 48
-    width: int = 64
-    depth: int = 2
-    heads: int = 4
+    encoder: the TextEncoder's shape. Its vocab_size is the most words the tokenizer keeps; the
+        encoder gets the tokenizer's own size, which is smaller when the texts hold fewer words.
+    The encoder's fields may also be given directly, `TextPretrainConfig(width=32, epochs=2)`
+    (over those of `encoder`, when both are given), and read as `config.width`.
+    """
+
+    encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     mask_rate: float = 0.15
     epochs: int = 6
     lr: float = 2e-3
     batch_size: int = 128
     schedule: str | None = None  # or "cosine" / "one_cycle", as in `fit`
     seed: int = 0
+
+    def __init__(self, encoder: TextEncoderConfig | None = None, **values):
+        shape = {name: values.pop(name) for name in _ENCODER_FIELDS if name in values}
+        encoder = TextEncoderConfig() if encoder is None else encoder
+        self.encoder = replace(encoder, **shape) if shape else encoder
+        defaults = {f.name: f.default for f in fields(self) if f.name != "encoder"}
+        unknown = set(values) - set(defaults)
+        if unknown:
+            raise TypeError(f"TextPretrainConfig has no field {sorted(unknown)[0]!r}")
+        for name, default in defaults.items():
+            setattr(self, name, values.get(name, default))
+
+
+_ENCODER_FIELDS = tuple(f.name for f in fields(TextEncoderConfig))
+
+
+def _encoder_field(name: str) -> property:
+    return property(lambda config: getattr(config.encoder, name), doc=f"`encoder.{name}`")
+
+
+for _name in _ENCODER_FIELDS:  # config.width is config.encoder.width (read-only)
+    setattr(TextPretrainConfig, _name, _encoder_field(_name))
+del _name
 
 
 def _finished(metadata: dict) -> bool:
@@ -267,8 +289,6 @@ def pretrained_text_encoder(
     `callbacks` go to `fit` when training happens (a cache hit trains nothing).
     """
     from mtkit.core.cache import cache_dir, cache_key, fingerprint, load_or_build
-    from mtkit.data.tokenizer import Tokenizer
-    from mtkit.models.text import MaskedTokenModel, TextEncoder
 
     config = config or TextPretrainConfig()
     texts = list(texts.texts if hasattr(texts, "texts") else texts)
@@ -276,13 +296,7 @@ def pretrained_text_encoder(
         raise MtkitError("pretrained_text_encoder needs at least one text")
 
     def encoder_for(tokenizer):
-        return TextEncoder(
-            vocab_size=tokenizer.vocab_size,
-            max_length=config.max_length,
-            width=config.width,
-            depth=config.depth,
-            heads=config.heads,
-        )
+        return TextEncoder(config.encoder, vocab_size=tokenizer.vocab_size)
 
     def build():
         seed_everything(config.seed)
@@ -336,14 +350,14 @@ def fill_masks(model, tokenizer, text: str, top_k: int = 5, max_length: int = 48
     positions = (ids[0] == tokenizer.mask_id).nonzero().flatten()
     if len(positions) == 0:
         raise MtkitError(f"no <mask> in {text!r}: write <mask> where a word should be guessed")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    probabilities = torch.softmax(model(ids.to(device))[0, positions], dim=-1).cpu()
-    model.train(was_training)
+
+    def guesses_at_masks(batch):
+        return torch.softmax(model(batch)[:, positions], dim=-1)
+
+    probabilities = forward_in_batches(model, ids, fn=guesses_at_masks)[0]
     guesses = []
     for row in probabilities:
-        row[: len(("<pad>", "<unk>", "<mask>", "<cls>"))] = 0  # never suggest a special token
+        row[: len(SPECIAL_TOKENS)] = 0  # never suggest a special token
         top = row.topk(top_k)
         guesses.append(
             [(tokenizer.tokens[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)]

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from mtkit.core.batches import forward_in_batches
 from mtkit.core.train import History
 from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.stages.finetune import STRATEGIES, fine_tune, labelled_tensors, pool_inputs, predict
 
 
-def nearest_neighbours(features: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
-    """The indices of each row's k nearest other rows (Euclidean): int64 N×k.
+def neighbour_graph(features: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
+    """The k-nearest-neighbour graph of the rows: each row's k nearest other rows (Euclidean),
+    as int64 N×k indices.
 
     features: N×D. Distances are computed a chunk of rows at a time, so memory stays
     chunk_size × N rather than N × N for a large pool.
@@ -49,7 +51,7 @@ def smooth_over_neighbours(
 ) -> torch.Tensor:
     """Blend each example's predicted probabilities with those of its neighbours.
 
-    probabilities: N×num_classes; neighbours: N×k indices (see nearest_neighbours).
+    probabilities: N×num_classes; neighbours: N×k indices (see neighbour_graph).
     Repeats q ← (1 − smoothing)·p + smoothing·mean(q over the neighbours) `steps` times: label
     propagation on the k-nearest-neighbour graph, started from the classifier's own guesses.
     A guess its neighbourhood agrees with stays confident; a lone confident guess among
@@ -103,18 +105,9 @@ class SelfTrainResult:
     pseudo_labels: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
-@torch.no_grad()
 def _features(classifier, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """The classifier's standardised features of `inputs`, N×feature_size on the CPU."""
-    device = next(classifier.parameters()).device
-    was_training = classifier.training
-    classifier.eval()
-    chunks = [
-        classifier.features(inputs[start : start + batch_size].to(device)).cpu()
-        for start in range(0, len(inputs), batch_size)
-    ]
-    classifier.train(was_training)
-    return torch.cat(chunks)
+    return forward_in_batches(classifier, inputs, batch_size=batch_size, fn=classifier.features)
 
 
 def self_train(
@@ -166,80 +159,92 @@ def self_train(
     fine_tune_options: passed to every round's fine_tune (lr, weight_decay, dropout, ...).
     Returns a SelfTrainResult; `classifier` ends with the kept round's weights.
 
-    The defaults were chosen on held-out splits of the digits that are not benchmark test
-    images (bench/selftrain_tuning.py: 10 labels per class, starting from a linear probe at
-    92.9 %, 10 splits). Accuracy climbs for about six rounds, then levels off: 3 rounds of 50
-    epochs, keeping the best validation round, reached 95.7 %; 8 rounds of 25 epochs 96.2 %
-    (of 50 epochs, no better). Without the tolerance, the 8 rounds often went back to an early
-    round: 95.8 %. Without smoothing (threshold 0.9, 3 rounds): 94.1 %. Mixup (α = 0.4) then
-    lifted the 8 rounds to 96.8 %, and on two more sets of 10 splits from 95.8 to 96.8 % and
-    from 96.1 to 97.3 %; on the labelled images alone, without the pool, it added 0.3-0.4
-    points: it helps by softening what the wrong pseudo-labels teach.
+    How the defaults were chosen, and what else was tried: bench/selftrain_tuning.py.
     """
-    check_positive("rounds", rounds, integer=True)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise MtkitError(f"threshold is a probability in [0, 1), got {threshold!r}")
-    if not 0 <= threshold < 1:
-        raise MtkitError(f"threshold is a probability in [0, 1), got {threshold}")
-    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)):
-        raise MtkitError(f"smoothing must be in [0, 1), got {smoothing!r}")
-    if not 0 <= smoothing < 1:
-        raise MtkitError(f"smoothing must be in [0, 1), got {smoothing}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
-        raise MtkitError(f"tolerance is an accuracy difference in [0, 1), got {tolerance!r}")
-    if not 0 <= tolerance < 1:
-        raise MtkitError(f"tolerance is an accuracy difference in [0, 1), got {tolerance}")
-    check_positive("neighbours", neighbours, integer=True)
-    check_positive("mixup", mixup, allow_zero=True)
-    check_choice("strategy", strategy, STRATEGIES)
-    if strategy == "scratch":
-        raise MtkitError("self_train continues from the classifier; strategy='scratch' would not")
+    _check_options(rounds, threshold, smoothing, tolerance, neighbours, mixup, strategy)
     if validation is None:
         raise MtkitError("self_train needs validation data to keep the best round")
     pool = pool_inputs(unlabelled)
     if len(pool) < 2:
         raise MtkitError(f"the unlabelled pool needs at least 2 examples, got {len(pool)}")
-    inputs, labels = labelled_tensors(labelled)
-    val_inputs, val_labels = labelled_tensors(validation)
+    labelled, validation = labelled_tensors(labelled), labelled_tensors(validation)
+    pseudo_options = dict(
+        threshold=threshold, balance=balance, neighbours=neighbours, smoothing=smoothing
+    )
+    round_options = dict(
+        strategy=strategy, validation=validation, augment=augment, mixup=mixup, epochs=epochs,
+        batch_size=batch_size, patience=patience, **fine_tune_options,
+    )  # fmt: skip
+    return _run_rounds(
+        classifier, labelled, pool, validation, rounds, tolerance, pseudo_options, round_options
+    )
 
-    def val_accuracy() -> float:
-        guesses = predict(classifier, val_inputs).argmax(dim=1)
-        return (guesses == val_labels).double().mean().item()
 
-    best_accuracy = val_accuracy()  # the best validation accuracy of any round so far
+def _run_rounds(
+    classifier, labelled, pool, validation, rounds, tolerance, pseudo_options, round_options
+) -> SelfTrainResult:
+    """`rounds` rounds of pseudo-labelling the pool and fine-tuning on it; the classifier ends
+    with the weights of the last round within `tolerance` of the best validation accuracy
+    (round 0: the classifier as it came in)."""
+    best_accuracy = _accuracy(classifier, validation)  # the best of any round so far
     kept = {"round": 0, "state": copy.deepcopy(classifier.state_dict())}
     records = [{"round": 0, "pseudo_labelled": 0, "val_accuracy": best_accuracy}]
     histories, chosen = [], []
     for round_number in range(1, rounds + 1):
-        probabilities = predict(classifier, pool)
-        if smoothing > 0:
-            graph = nearest_neighbours(_features(classifier, pool), neighbours)
-            probabilities = smooth_over_neighbours(probabilities, graph, smoothing)
-        indices, guesses = select_pseudo_labels(probabilities, threshold, balance)
+        indices, guesses = _pseudo_label(classifier, pool, **pseudo_options)
         chosen.append((indices, guesses))
-        combined = (torch.cat([inputs, pool[indices]]), torch.cat([labels, guesses]))
-        result = fine_tune(
-            classifier,
-            combined,
-            strategy=strategy,
-            validation=(val_inputs, val_labels),
-            augment=augment,
-            mixup=mixup,
-            epochs=epochs,
-            batch_size=batch_size,
-            patience=patience,
-            **fine_tune_options,
-        )
-        histories.append(result.history)
-        accuracy = val_accuracy()
+        combined = (torch.cat([labelled[0], pool[indices]]), torch.cat([labelled[1], guesses]))
+        histories.append(fine_tune(classifier, combined, **round_options).history)
+        accuracy = _accuracy(classifier, validation)
         records.append(
             {"round": round_number, "pseudo_labelled": len(indices), "val_accuracy": accuracy}
         )
         best_accuracy = max(best_accuracy, accuracy)
-        # Within `tolerance` of the best, the later round wins (see the docstring). The kept
-        # round is then also within `tolerance` of the best of all rounds, later ones included:
-        # a later, better round would have been kept instead.
+        # Within `tolerance` of the best, the later round wins (see self_train). The kept round
+        # is then also within `tolerance` of the best of all rounds, later ones included: a
+        # later, better round would have been kept instead.
         if accuracy >= best_accuracy - tolerance - 1e-9:  # 1e-9: float rounding at the edge
             kept = {"round": round_number, "state": copy.deepcopy(classifier.state_dict())}
     classifier.load_state_dict(kept["state"])
     return SelfTrainResult(records, kept["round"], histories, chosen)
+
+
+def _check_options(rounds, threshold, smoothing, tolerance, neighbours, mixup, strategy) -> None:
+    """Raise MtkitError for a bad option of self_train, before any time is spent."""
+    check_positive("rounds", rounds, integer=True)
+    _check_fraction("threshold", threshold, "is a probability in [0, 1)")
+    _check_fraction("smoothing", smoothing, "must be in [0, 1)")
+    _check_fraction("tolerance", tolerance, "is an accuracy difference in [0, 1)")
+    check_positive("neighbours", neighbours, integer=True)
+    check_positive("mixup", mixup, allow_zero=True)
+    check_choice("strategy", strategy, STRATEGIES)
+    if strategy == "scratch":
+        raise MtkitError("self_train continues from the classifier; strategy='scratch' would not")
+
+
+def _check_fraction(name: str, value, description: str) -> None:
+    """Raise MtkitError unless `value` is a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MtkitError(f"{name} {description}, got {value!r}")
+    if not 0 <= value < 1:
+        raise MtkitError(f"{name} {description}, got {value}")
+
+
+def _pseudo_label(
+    classifier, pool: torch.Tensor, *, threshold, balance, neighbours, smoothing
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1-3 of a round: predict the pool, smooth the guesses over each example's
+    `neighbours` nearest in feature space (with `smoothing` > 0), keep the confident ones.
+    Returns (pool indices, int64 pseudo-labels), as select_pseudo_labels."""
+    probabilities = predict(classifier, pool)
+    if smoothing > 0:
+        graph = neighbour_graph(_features(classifier, pool), neighbours)
+        probabilities = smooth_over_neighbours(probabilities, graph, smoothing)
+    return select_pseudo_labels(probabilities, threshold, balance)
+
+
+def _accuracy(classifier, validation: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """The classifier's accuracy on (inputs, labels)."""
+    inputs, labels = validation
+    guesses = predict(classifier, inputs).argmax(dim=1)
+    return (guesses == labels).double().mean().item()

@@ -5,6 +5,7 @@ import torch
 
 from mtkit.core.utils import MtkitError
 from mtkit.data import Tokenizer
+from mtkit.data import tokenizer as T
 
 TEXTS = [
     "I don't like this flight!",
@@ -23,6 +24,9 @@ def tokenizer():
 def test_special_and_normalisation_token_ids(tokenizer):
     assert tokenizer.tokens[:7] == ["<pad>", "<unk>", "<mask>", "<cls>", "<user>", "<url>", "<num>"]
     assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.mask_id, tokenizer.cls_id) == (0, 1, 2, 3)
+    ids = (T.PAD_ID, T.UNK_ID, T.MASK_ID, T.CLS_ID)
+    assert ids == T.SPECIAL_IDS == tuple(T.RESERVED_TOKENS.index(t) for t in T.SPECIAL_TOKENS)
+    assert tokenizer.tokens[T.MASK_ID] == "<mask>"
 
 
 def test_tokenize_normalises_users_urls_numbers_and_hashtags(tokenizer):

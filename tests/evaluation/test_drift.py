@@ -11,18 +11,18 @@ import torch
 from mtkit.core.utils import MtkitError
 from mtkit.data import few_labels, load_images
 from mtkit.evaluation.drift import (
-    adapt_to_shift,
     detect_drift,
     mmd_permutation_test,
-    plot_adaptations,
     reconstruction_scores,
     shift_images,
     shifted_split,
 )
 from mtkit.models import Classifier, DenseAutoencoder
+from mtkit.plots.experiments import plot_adaptations
 from mtkit.stages import adapters
 from mtkit.stages.finetune import fine_tune
 from mtkit.stages.pretrain import pretrain_autoencoder
+from mtkit.stages.shift import adapt_to_shift
 
 
 def gaussians(count: int, shift: float, seed: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ import pytest
 
 from mtkit.core.utils import MtkitError
 from mtkit.evaluation.stats import bootstrap_ci, compare, mean_and_spread, paired_comparison
+from mtkit.plots.evaluation import plot_comparison
 
 
 def test_mean_and_spread_uses_the_sample_standard_deviation():
@@ -130,7 +131,7 @@ def test_compare_puts_the_baseline_first_and_judges_each_method_against_it():
     text = str(comparison)
     assert "clearly above" in text and "(baseline)" in text
     assert comparison.to_markdown().count("\n") == 2 + len(results)
-    figure = comparison.plot()
+    figure = plot_comparison(comparison)
     assert len(figure.axes[0].lines) >= len(results["base"])  # one grey line per run
     plt.close(figure)
 

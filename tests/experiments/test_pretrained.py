@@ -19,8 +19,8 @@ from mtkit.experiments.pretrained import (
     predict_by_length,
 )
 from mtkit.models import Classifier
-from mtkit.stages.method import LoRA
 from mtkit.stages.finetune import predict
+from mtkit.stages.method import LoRA
 
 WORDS = {
     0: ["awful service", "so late again", "rude staff"],

@@ -5,9 +5,9 @@ import torch
 
 from mtkit.core.utils import MtkitError
 from mtkit.models import (
+    AutoencoderConfig,
     ConvAutoencoder,
     DenseAutoencoder,
-    DenseAutoencoderConfig,
     VariationalAutoencoder,
     vae_loss_terms,
 )
@@ -40,8 +40,20 @@ def test_encoder_blocks_are_named_layer_groups():
     assert [name for name, _ in conv.encoder.layer_groups()] == ["block0", "block1", "latent"]
 
 
+def test_the_old_config_name_still_works_with_a_deprecation_warning():
+    import mtkit.models
+    import mtkit.models.autoencoders
+
+    for module in (mtkit.models, mtkit.models.autoencoders):
+        with pytest.warns(DeprecationWarning, match="AutoencoderConfig") as caught:
+            assert module.DenseAutoencoderConfig is AutoencoderConfig
+        assert caught[0].filename == __file__  # the warning points at the caller
+    with pytest.raises(AttributeError, match="NoSuchConfig"):
+        mtkit.models.NoSuchConfig  # noqa: B018
+
+
 def test_config_overrides_and_validation():
-    model = DenseAutoencoder(DenseAutoencoderConfig(latent_size=4), hidden_sizes=(8,))
+    model = DenseAutoencoder(AutoencoderConfig(latent_size=4), hidden_sizes=(8,))
     assert model.config.latent_size == 4 and model.config.hidden_sizes == (8,)
     with pytest.raises(MtkitError, match="latent_size"):
         DenseAutoencoder(latent_size=0)

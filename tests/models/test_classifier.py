@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -37,12 +39,35 @@ def test_standardised_features_have_zero_mean_unit_spread():
     assert torch.allclose(features.std(0), torch.ones(4), atol=1e-3)
 
 
-def test_fresh_copy_has_new_weights_and_leaves_the_original_alone():
-    classifier = Classifier(DenseAutoencoder(latent_size=4).encoder, num_classes=2)
-    original = {k: v.clone() for k, v in classifier.state_dict().items()}
-    twin = classifier.fresh_copy()
-    assert not torch.equal(twin.encoder.block0[0].weight, classifier.encoder.block0[0].weight)
-    assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in original.items())
+def test_standardize_features_is_unchanged_by_batching_and_keeps_the_training_mode():
+    """The batched eval-mode pass gives exactly the features a hand-written loop gave."""
+    torch.manual_seed(0)
+    classifier = Classifier(DenseAutoencoder(latent_size=4).encoder, num_classes=2, dropout=0.5)
+    images = torch.rand(250, 1, 8, 8)
+    classifier.train()
+    classifier.standardize_features(images, batch_size=64)
+    assert classifier.training and classifier.encoder.training
+    with torch.no_grad():
+        batches = images.split(64)
+        codes = torch.cat([classifier.encoder.eval()(batch) for batch in batches])
+    assert torch.equal(classifier.feature_mean, codes.mean(dim=0))
+    assert torch.equal(classifier.feature_std, codes.std(dim=0).clamp_min(1e-4))
+
+
+@pytest.mark.parametrize("kind", [DenseAutoencoder, ConvAutoencoder])
+def test_image_encoders_say_where_adapters_go(kind):
+    from mtkit.stages.adapters import add_lora
+
+    encoder = kind(hidden_sizes=(8, 8)).encoder
+    assert encoder.bottleneck_places == ("block0", "block1", "latent")
+    assert not hasattr(encoder, "token_embedding")  # no prompts for images
+    declared = Classifier(copy.deepcopy(encoder), num_classes=3)
+    targets = [f"encoder.{target}" for target in encoder.lora_targets]
+    # "encoder.*" (the declared "*", relative to the classifier) is "encoder": every layer in it
+    assert targets == ["encoder.*"]
+    chosen = add_lora(declared, targets, rank=2)
+    assert chosen == add_lora(Classifier(copy.deepcopy(encoder), num_classes=3), "encoder", rank=2)
+    assert len(chosen) == 3
 
 
 def test_bad_arguments():

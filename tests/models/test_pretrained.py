@@ -139,6 +139,13 @@ def test_lora_on_the_attention_projections_trains_only_the_adapter(minilm, encod
     assert lora.B.abs().sum() > 0  # B started at zero
 
 
+def test_the_encoder_declares_lora_on_the_attention_query_and_value(minilm):
+    declared = Classifier(copy.deepcopy(minilm.encoder), num_classes=3)
+    targets = [f"encoder.{target}" for target in declared.encoder.lora_targets]
+    literal = Classifier(copy.deepcopy(minilm.encoder), num_classes=3)
+    assert A.add_lora(declared, targets) == A.add_lora(literal, ["*.query", "*.value"])
+
+
 def test_a_lora_adapter_file_round_trips_onto_a_fresh_copy(minilm, tmp_path):
     ids = ids_of(minilm)
     trained = Classifier(copy.deepcopy(minilm.encoder), num_classes=3)
@@ -189,7 +196,8 @@ def test_bottleneck_adapters_sit_after_the_attention_and_feed_forward_outputs(mi
     classifier = Classifier(encoder, num_classes=3)
     with torch.no_grad():
         before = classifier.eval()(ids)
-    places = A.add_adapters(classifier, [f"encoder.{p}" for p in P.BOTTLENECK_PLACES], size=8)
+    assert encoder.bottleneck_places == P.BOTTLENECK_PLACES
+    places = A.add_adapters(classifier, [f"encoder.{p}" for p in encoder.bottleneck_places], size=8)
     assert len(places) == 12
     with torch.no_grad():
         assert (classifier(ids) - before).abs().max() < 1e-6  # up-projections start at zero
@@ -203,7 +211,8 @@ def test_bottleneck_adapters_sit_after_the_attention_and_feed_forward_outputs(mi
 def test_prompt_tuning_puts_learned_vectors_in_front_and_trains_them(minilm, encoder):
     ids = ids_of(minilm)
     encoder.prompt = A.PromptTuning(384, num_prompts=4)
-    encoder.prompt.initialize_from(encoder.transformer.embeddings.word_embeddings)
+    assert encoder.token_embedding is encoder.transformer.embeddings.word_embeddings
+    encoder.prompt.initialize_from(encoder.token_embedding)
     hidden, padding = encoder.sequence(ids)
     assert hidden.shape == (6, 4 + 32, 384) and not padding[:, :4].any()
     assert encoder.layer_groups()[0][0] == "prompt"

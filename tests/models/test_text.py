@@ -182,3 +182,40 @@ def test_prompt_tuning_trains_the_prompt_vectors_and_nothing_else_in_the_encoder
     train_adapter(classifier, (ids, torch.arange(16) % 2), epochs=3, lr=1e-2, progress=False)
     moved = {k for k, v in classifier.state_dict().items() if not torch.equal(before[k], v)}
     assert moved == {"encoder.prompt.adapters.default.vectors", "head.weight", "head.bias"}
+
+
+def test_the_encoder_says_where_adapters_go():
+    import copy
+
+    from mtkit.stages.adapters import add_adapters, add_lora
+
+    torch.manual_seed(0)
+    encoder = TextEncoder(vocab_size=VOCAB, max_length=16, width=16, depth=2, heads=2)
+    assert encoder.token_embedding is encoder.embeddings.token
+
+    def classifier():
+        torch.manual_seed(1)  # the same head every time
+        return Classifier(copy.deepcopy(encoder), num_classes=2).eval()
+
+    ids = _ids()
+    with torch.no_grad():
+        before = classifier()(ids)
+    lora = classifier()
+    chosen = add_lora(lora, [f"encoder.{target}" for target in encoder.lora_targets])
+    assert sorted(chosen) == [
+        "encoder.blocks.0.attention.query",
+        "encoder.blocks.0.attention.value",
+        "encoder.blocks.1.attention.query",
+        "encoder.blocks.1.attention.value",
+    ]
+    bottleneck = classifier()
+    places = [f"encoder.{place}" for place in encoder.bottleneck_places]
+    assert add_adapters(bottleneck, places, size=4) == [
+        "encoder.blocks.0.attention.out",
+        "encoder.blocks.1.attention.out",
+        "encoder.blocks.0.mlp",
+        "encoder.blocks.1.mlp",
+    ]
+    with torch.no_grad():  # fresh adapters add nothing (LoRA's B and the up-projections are 0)
+        for adapted in (lora, bottleneck):
+            assert torch.allclose(adapted(ids), before, atol=1e-6)

@@ -267,3 +267,16 @@ def test_bad_declarations_fail_early():
         HyperparameterPanel({"epochs": 3})
     with pytest.raises(MtkitError, match="no control named"):
         HyperparameterPanel(TinyConfig()).set(epoch=3)
+
+
+def test_the_panels_parts_can_still_be_imported_from_the_panel_module():
+    from mtkit.notebook import controls, run_callbacks
+
+    for name in ("hyperparameter", "check_ranges"):
+        assert getattr(panel_module, name) is getattr(controls, name)
+    for name in ("LiveLossPlot", "RunStopped"):
+        assert getattr(panel_module, name) is getattr(run_callbacks, name)
+    assert {"HyperparameterPanel", "STOP_GRACE_SECONDS", "FIT_GRACE_SECONDS"} <= set(
+        panel_module.__all__
+    )
+    assert controls.escape(ValueError("a < b & c")) == "a &lt; b &amp; c"

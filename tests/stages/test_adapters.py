@@ -8,6 +8,7 @@ from torch import nn
 
 from mtkit.core.checkpoint import CheckpointError, save_model
 from mtkit.core.utils import MtkitError
+from mtkit.experiments.adapters import adapt_encoder
 from mtkit.models import Classifier, DenseAutoencoder
 from mtkit.stages import adapters as A
 from mtkit.stages.adapters.wrapper import _adapted_modules
@@ -490,7 +491,7 @@ def test_adapt_encoder_runs_every_method_on_a_tiny_split():
     encoder = DenseAutoencoder(hidden_sizes=(16,), latent_size=8).encoder
     weights = {k: v.clone() for k, v in encoder.state_dict().items()}
     for method, size in [("linear_probe", None), ("mlp_head", 8), ("lora", 2), ("bottleneck", 4)]:
-        classifier, run = A.adapt_encoder(encoder, split, method, size, epochs=3, seed=0)
+        classifier, run = adapt_encoder(encoder, split, method, size, epochs=3, seed=0)
         assert 0 <= run.test_accuracy <= 1 and run.parameters.trainable < run.parameters.total
         assert run.label in {
             "linear probe",
@@ -498,12 +499,12 @@ def test_adapt_encoder_runs_every_method_on_a_tiny_split():
             "LoRA r=2",
             "bottleneck 4",
         }
-    classifier, run = A.adapt_encoder(encoder, split, "full", epochs=2, seed=0)
+    classifier, run = adapt_encoder(encoder, split, "full", epochs=2, seed=0)
     assert run.parameters.percent == 100.0
     for key, value in encoder.state_dict().items():  # the pretrained encoder itself never moves
         assert torch.equal(value, weights[key])
     with pytest.raises(MtkitError, match="size"):
-        A.adapt_encoder(encoder, split, "lora")
+        adapt_encoder(encoder, split, "lora")
 
 
 # --- cross-check with peft, the reference implementation ------------------------------------

@@ -1,4 +1,5 @@
-"""fine_tune: what each strategy trains, its options, augmentation, forgetting, errors."""
+"""fine_tune: what each strategy trains, its options, augmentation, errors (forgetting:
+tests/evaluation/test_forgetting.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ from torchvision.transforms.v2 import functional as TF
 from mtkit.core.train import LambdaCallback
 from mtkit.core.utils import MtkitError
 from mtkit.models import Classifier, DenseAutoencoder
+from mtkit.stages import augment, finetune
+from mtkit.stages.augment import (
+    RandomShiftRotate,
+    class_weights,
+    mixup_pairs,
+    oversample,
+    shift_rotate,
+)
 from mtkit.stages.finetune import (
     DEFAULT_LR,
     STRATEGIES,
-    RandomShiftRotate,
-    _oversample,
-    class_weights,
+    configure_optimizer,
     copy_encoder,
     fine_tune,
-    forgetting,
-    mixup_pairs,
     predict,
-    shift_rotate,
 )
 
 QUIET = {"progress": False, "device": "cpu"}
@@ -162,6 +166,43 @@ def test_discriminative_learning_rates_decay_downwards():
     assert list(result.group_learning_rates.values()) == pytest.approx(rates)
 
 
+def test_configure_optimizer_gives_each_layer_group_its_lr_and_weight_decay():
+    _, classifier = toy_classifier(hidden=(16, 8))
+    optimizer, rates = configure_optimizer(
+        classifier, "discriminative_lr", 1e-2, weight_decay=0.1, lr_decay=0.5, l2_sp=1.0
+    )
+    assert list(rates) == ["encoder.block0", "encoder.block1", "encoder.latent", "head"]
+    assert list(rates.values()) == pytest.approx([1.25e-3, 2.5e-3, 5e-3, 1e-2])
+    assert [group["lr"] for group in optimizer.param_groups] == list(rates.values())
+    # L2-SP replaces weight decay on the pretrained groups; the new head keeps it.
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.0, 0.0, 0.0, 0.1]
+    _, rates = configure_optimizer(classifier, "full", 1e-2)
+    assert set(rates.values()) == {1e-2}
+
+
+def test_predict_gives_probabilities_in_batches_and_keeps_the_training_mode():
+    images, _ = toy_data(10)
+    _, classifier = toy_classifier()
+    classifier.train()
+    probabilities = predict(classifier, images, batch_size=3)
+    assert classifier.training
+    classifier.eval()
+    with torch.no_grad():
+        expected = torch.softmax(classifier(images), dim=1)
+    assert torch.allclose(probabilities, expected, atol=1e-6)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(10))
+
+
+def test_names_that_moved_out_of_finetune_are_still_reachable_there():
+    from mtkit.evaluation import forgetting as moved
+
+    assert finetune.forgetting is moved.forgetting and finetune.Forgetting is moved.Forgetting
+    for name in ("shift_rotate", "RandomShiftRotate", "mixup_pairs", "class_weights"):
+        assert getattr(finetune, name) is getattr(augment, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        finetune.no_such_name  # noqa: B018
+
+
 def test_every_strategy_has_a_default_lr_and_an_explicit_lr_wins():
     assert set(DEFAULT_LR) == set(STRATEGIES)
     images, labels = toy_data()
@@ -206,7 +247,7 @@ def test_class_weights_make_every_class_count_equally():
 def test_oversampling_balances_classes_by_repeating_real_examples():
     inputs = torch.arange(13.0)[:, None]
     labels = torch.tensor([0] * 10 + [1] * 3)
-    new_inputs, new_labels = _oversample(inputs, labels)
+    new_inputs, new_labels = oversample(inputs, labels)
     assert torch.bincount(new_labels).tolist() == [10, 10]
     for x, y in zip(new_inputs, new_labels, strict=True):  # every row is an original pair
         assert labels[int(x.item())] == y
@@ -339,28 +380,6 @@ def test_mixup_off_trains_on_the_images_as_they_are():
     fine_tune(classifier, (images, labels), epochs=1, batch_size=40, **QUIET)
     distances = torch.cdist(seen[0].flatten(1), images.flatten(1))
     assert distances.min(dim=1).values.max() < 1e-2  # every row is an image as it was
-
-
-def test_forgetting_is_zero_for_a_probe_and_grows_with_full_fine_tuning():
-    images, labels = toy_data()
-    autoencoder, probe = toy_classifier()
-    fine_tune(probe, (images, labels), strategy="linear_probe", epochs=3, **QUIET)
-    kept = forgetting(autoencoder, probe, images)
-    assert kept.after == pytest.approx(kept.before)
-    assert kept.weight_change == 0.0 and kept.ratio == pytest.approx(1.0)
-
-    autoencoder, full = toy_classifier()
-    fine_tune(full, (images, labels), strategy="full", lr=3e-2, epochs=20, **QUIET)
-    moved = forgetting(autoencoder, full, images)
-    assert moved.before == pytest.approx(kept.before)
-    assert moved.after > moved.before and moved.weight_change > 0
-
-
-def test_forgetting_needs_matching_architectures():
-    autoencoder, _ = toy_classifier()
-    _, other = toy_classifier(hidden=(8,))
-    with pytest.raises(MtkitError, match="architecture"):
-        forgetting(autoencoder, other, torch.rand(4, 1, 8, 8))
 
 
 @pytest.mark.parametrize(

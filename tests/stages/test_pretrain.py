@@ -1,8 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
+from torch.nn import functional as F
 
 import mtkit as mt
 from mtkit.core.utils import MtkitError
+from mtkit.models.text import TextEncoderConfig
 from mtkit.stages.pretrain import add_noise, reconstruction_loss
 
 
@@ -58,6 +62,20 @@ def test_pretraining_lowers_reconstruction_error_on_digits():
     assert mt.reconstruction_error(model, digits) < 0.5 * before
 
 
+def test_reconstruction_error_adds_up_exactly_what_a_batch_loop_adds_and_keeps_the_mode():
+    torch.manual_seed(0)
+    model = mt.DenseAutoencoder(hidden_sizes=(16,), latent_size=4).train()
+    images = torch.rand(70, 1, 8, 8)
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, 70, 32):
+            chunk = images[start : start + 32]
+            total += F.mse_loss(model.eval()(chunk), chunk, reduction="sum").item()
+    model.train()
+    assert mt.reconstruction_error(model, images, batch_size=32) == total / images.numel()
+    assert model.training
+
+
 def test_pretraining_never_needs_labels():
     digits = mt.load_images("digits")
     model = mt.DenseAutoencoder(hidden_sizes=(16,), latent_size=4)
@@ -99,6 +117,23 @@ def test_masked_token_pretraining_learns_a_toy_language():
     assert history["val_accuracy"][-1] > 0.5
 
 
+def test_the_text_pretraining_config_holds_an_encoder_config():
+    config = mt.TextPretrainConfig(vocab_size=100, width=16, heads=2, epochs=1)
+    assert config.encoder == TextEncoderConfig(vocab_size=100, width=16, heads=2)
+    assert (config.vocab_size, config.width, config.heads, config.epochs) == (100, 16, 2, 1)
+    assert mt.TextPretrainConfig(config.encoder, epochs=1) == config
+    assert mt.TextPretrainConfig(encoder=config.encoder, width=32, heads=4).encoder.width == 32
+    assert dataclasses.replace(config, seed=1).encoder == config.encoder
+    assert mt.TextPretrainConfig(**{**config.__dict__, "seed": 1}).seed == 1
+    assert dataclasses.asdict(config)["encoder"]["width"] == 16  # the cache key's input
+    with pytest.raises(AttributeError):
+        config.width = 32  # read-only: change `encoder` instead
+    with pytest.raises(TypeError, match="widht"):
+        mt.TextPretrainConfig(widht=16)
+    with pytest.raises(MtkitError, match="divisible"):
+        mt.TextPretrainConfig(width=30)
+
+
 def test_pretrained_text_encoder_is_cached_by_config(tmp_path):
     config = mt.TextPretrainConfig(
         vocab_size=100, max_length=8, width=16, heads=2, epochs=1, batch_size=16
@@ -117,6 +152,12 @@ def test_pretrained_text_encoder_is_cached_by_config(tmp_path):
     )
     assert not other.from_cache
     assert len(list(tmp_path.glob("text-encoder-*.pt"))) == 2
+    pooled = mt.TextPretrainConfig(config.encoder, pooling="cls", epochs=1, batch_size=16)
+    pooling = mt.pretrained_text_encoder(TOY_TEXTS, pooled, cache=tmp_path, progress=False)
+    assert not pooling.from_cache
+    assert first.encoder.config == dataclasses.replace(
+        config.encoder, vocab_size=first.tokenizer.vocab_size
+    )
     with pytest.raises(MtkitError, match="at least one text"):
         mt.pretrained_text_encoder([], config, cache=tmp_path)
 

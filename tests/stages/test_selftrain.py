@@ -11,7 +11,7 @@ from mtkit.core.utils import MtkitError
 from mtkit.models import Classifier, DenseAutoencoder
 from mtkit.stages.finetune import copy_encoder, fine_tune, predict
 from mtkit.stages.selftrain import (
-    nearest_neighbours,
+    neighbour_graph,
     select_pseudo_labels,
     self_train,
     smooth_over_neighbours,
@@ -177,9 +177,9 @@ def test_balance_caps_each_class_at_twice_the_rarest():
     assert sorted(indices[labels == 0].tolist()) == [0, 1]  # the two most confident of class 0
 
 
-def test_nearest_neighbours_exclude_the_point_itself_across_chunks():
+def test_neighbour_graph_excludes_the_point_itself_across_chunks():
     points = torch.tensor([[0.0], [1.0], [10.0], [11.0], [12.5]])
-    neighbours = nearest_neighbours(points, k=1, chunk_size=2)
+    neighbours = neighbour_graph(points, k=1, chunk_size=2)
     assert neighbours.flatten().tolist() == [1, 0, 3, 2, 3]
 
 
