@@ -29,7 +29,6 @@ loss).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -53,10 +52,8 @@ from mtkit.experiments import (
     summarize,
 )
 from mtkit.experiments.pretrained import PRETRAINED_FINE_TUNE, PRETRAINED_LR
-from mtkit.models import Classifier
 from mtkit.stages.adapters import trainable_parameters
-from mtkit.stages.finetune import set_trainable
-from mtkit.stages.method import LoRA, attach
+from mtkit.stages.method import LoRA
 
 SECTION_TITLE = "## MiniLM: a real pretrained Transformer on tweets (bench/minilm.py)"
 TEST_SIZE = 5000
@@ -194,22 +191,14 @@ def tune(tweets, seeds=(100, 101, 102), labels_per_class: int = 100, only=None) 
 # The benchmark and its section of BENCHMARKS.md.
 
 
-def untrained_classifier(method: PretrainedTransformerMethod, num_classes: int, cache):
-    """A new Classifier on a copy of the model with `method`'s addition attached and exactly the
-    parameters that will train set to requires_grad: what `fine_tuned` starts from, without the
-    feature standardisation (which needs a split and changes no parameter count)."""
-    loaded = method.pretrained(cache)
-    classifier = Classifier(copy.deepcopy(loaded.encoder), num_classes)
-    if method.probes_only:
-        set_trainable(classifier.encoder, False)
-    return attach(classifier, method.chosen_addition, head="keep")
-
-
 def parameter_shares() -> dict[str, str]:
-    """{method name: "trainable of total (percent)"} for the MiniLM methods, 3 classes."""
+    """{method name: "trainable of total (percent)"} for the MiniLM methods, 3 classes: each
+    method's classifier with its addition attached, before training."""
     cache = PretrainCache()
+    split = few_labels(load_text("tweets"), 100, validation_per_class=VALIDATION_PER_CLASS,
+                       test_size=TEST_SIZE, seed=0)  # fmt: skip
     return {
-        method.name: str(trainable_parameters(untrained_classifier(method, 3, cache)))
+        method.name: str(trainable_parameters(method.new_classifier(split, 0, cache).model))
         for method in (
             PretrainedTransformerMethod("linear_probe"),
             PretrainedTransformerMethod(addition="lora"),

@@ -1,6 +1,6 @@
 """mtkit: multi-stage training for learners. `import mtkit as mt` gives the whole public API."""
 
-from mtkit import _moved, evaluation, experiments, pipeline, plots, stages
+from mtkit import _moved, evaluation, experiments, models, pipeline, plots, stages
 from mtkit.core.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -28,7 +28,7 @@ from mtkit.data import (
     load_images,
     load_text,
 )
-from mtkit.evaluation.drift import adapt_to_shift, detect_drift
+from mtkit.evaluation.drift import detect_drift
 from mtkit.evaluation.forgetting import Forgetting, forgetting
 from mtkit.evaluation.metrics import (
     ClassErrors,
@@ -111,6 +111,7 @@ from mtkit.stages.pretrain import (
     reconstruction_error,
 )
 from mtkit.stages.selftrain import SelfTrainResult, self_train
+from mtkit.stages.shift import adapt_to_shift
 
 __version__ = "0.1.0"
 
@@ -118,7 +119,10 @@ _moved.install()
 
 
 def __getattr__(name: str):
-    """`mt.finetune`, `mt.stats`, ...: old module names, answered with a warning."""
+    """`mt.finetune`, `mt.stats`, ... (old module names) and `mt.DenseAutoencoderConfig`:
+    answered with a DeprecationWarning."""
+    if name == "DenseAutoencoderConfig":
+        return models.autoencoders.renamed(name, "mtkit")
     new = _moved.new_name(f"mtkit.{name}")
     if new is None:
         raise AttributeError(f"module 'mtkit' has no attribute {name!r}")

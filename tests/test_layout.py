@@ -128,3 +128,12 @@ def test_old_module_paths_still_import_the_same_module_with_a_warning(old, new):
     with pytest.warns(DeprecationWarning, match=new):
         module = importlib.import_module(old)
     assert module is importlib.import_module(new)
+
+
+def test_importing_mtkit_uses_no_old_name():
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-W", "error::DeprecationWarning", "-c", "import mtkit"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]

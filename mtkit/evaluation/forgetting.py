@@ -50,6 +50,21 @@ class _Rebuild(nn.Module):
         return self.decoder(self.encoder(images))
 
 
+def relative_change(before: nn.Module, after: nn.Module) -> float:
+    """‖w_after − w_before‖ / ‖w_before‖ over all parameters of two same-shaped modules (e.g. a
+    pretrained encoder and its fine-tuned copy): 0 means nothing moved."""
+    before_weights, after_weights = dict(before.named_parameters()), dict(after.named_parameters())
+    shapes = {name: tuple(p.shape) for name, p in before_weights.items()}
+    if shapes != {name: tuple(p.shape) for name, p in after_weights.items()}:
+        raise MtkitError("the classifier's encoder does not have the pretrained architecture")
+    moved = sum(
+        (after_weights[name].detach().cpu() - weight.detach().cpu()).pow(2).sum()
+        for name, weight in before_weights.items()
+    )
+    size = sum(weight.detach().cpu().pow(2).sum() for weight in before_weights.values())
+    return float(moved.sqrt() / size.sqrt())
+
+
 def forgetting(autoencoder: nn.Module, classifier: nn.Module, images) -> Forgetting:
     """How far fine-tuning moved `classifier.encoder` from `autoencoder.encoder`.
 
@@ -60,20 +75,11 @@ def forgetting(autoencoder: nn.Module, classifier: nn.Module, images) -> Forgett
     """
     if not hasattr(autoencoder, "encoder") or not hasattr(autoencoder, "decoder"):
         raise MtkitError("forgetting needs the pretrained autoencoder (with encoder and decoder)")
-    before_weights = dict(autoencoder.encoder.named_parameters())
-    after_weights = dict(classifier.encoder.named_parameters())
-    shapes = {name: tuple(p.shape) for name, p in before_weights.items()}
-    if shapes != {name: tuple(p.shape) for name, p in after_weights.items()}:
-        raise MtkitError("the classifier's encoder does not have the autoencoder's architecture")
-    moved = sum(
-        (after_weights[name].detach().cpu() - weight.detach().cpu()).pow(2).sum()
-        for name, weight in before_weights.items()
-    )
-    size = sum(weight.detach().cpu().pow(2).sum() for weight in before_weights.values())
+    weight_change = relative_change(autoencoder.encoder, classifier.encoder)
     device = next(autoencoder.parameters()).device
     after_model = _Rebuild(copy.deepcopy(classifier.encoder).to(device), autoencoder.decoder)
     return Forgetting(
         before=reconstruction_error(autoencoder, images),
         after=reconstruction_error(after_model, images),
-        weight_change=float(moved.sqrt() / size.sqrt()),
+        weight_change=weight_change,
     )

@@ -17,22 +17,8 @@ from torch import nn
 
 from mtkit.core.batches import forward_in_batches
 from mtkit.core.utils import MtkitError, check_positive
-from mtkit.evaluation.forgetting import Forgetting
+from mtkit.evaluation.forgetting import Forgetting, relative_change
 from mtkit.evaluation.inputs import unlabelled_inputs
-
-
-def _relative_change(before: nn.Module, after: nn.Module) -> float:
-    """‖w_after − w_before‖ / ‖w_before‖ over all parameters of two same-shaped modules."""
-    before_weights, after_weights = dict(before.named_parameters()), dict(after.named_parameters())
-    shapes = {name: tuple(p.shape) for name, p in before_weights.items()}
-    if shapes != {name: tuple(p.shape) for name, p in after_weights.items()}:
-        raise MtkitError("the classifier's encoder does not have the pretrained encoder's shape")
-    moved = sum(
-        (after_weights[name].detach().cpu() - weight.detach().cpu()).pow(2).sum()
-        for name, weight in before_weights.items()
-    )
-    size = sum(weight.detach().cpu().pow(2).sum() for weight in before_weights.values())
-    return float(torch.sqrt(moved) / torch.sqrt(size))
 
 
 def _masked_model_and_tokenizer(pretrained, tokenizer):
@@ -122,7 +108,7 @@ def masked_token_forgetting(
     model, tokenizer = _masked_model_and_tokenizer(pretrained, tokenizer)
     if not hasattr(classifier, "encoder"):
         raise MtkitError("expected a Classifier (an encoder with a head)")
-    weight_change = _relative_change(model.encoder, classifier.encoder)
+    weight_change = relative_change(model.encoder, classifier.encoder)
     after_model = copy.deepcopy(model)
     after_model.encoder = copy.deepcopy(classifier.encoder).to(next(model.parameters()).device)
     options = dict(tokenizer=tokenizer, mask_rate=mask_rate, seed=seed)

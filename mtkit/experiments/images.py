@@ -120,7 +120,7 @@ def pretrained_autoencoder(
     return cache.remember(key, lambda: spec.pretrain(images, seed))
 
 
-@dataclass(kw_only=True)
+@dataclass
 class FineTuneMethod(ClassifierMethod):
     """A Classifier on the pretrained autoencoder's encoder, trained on the labelled images.
 
@@ -132,7 +132,7 @@ class FineTuneMethod(ClassifierMethod):
     """
 
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
-    augment: bool = True
+    augment: bool = field(default=True, kw_only=True)
 
     DEFAULT_STRATEGY: ClassVar[str] = "linear_probe"
     LR: ClassVar[dict] = IMAGE_LR
@@ -145,7 +145,7 @@ class FineTuneMethod(ClassifierMethod):
         autoencoder, seconds = pretrained_autoencoder(cache, self.pretrain, split, seed)
         return copy.deepcopy(autoencoder.encoder), None, seconds
 
-    def prepare(self, classifier, split, fitted, cache):
+    def prepare(self, classifier, split, cache):
         if self.chosen_strategy != "scratch":  # scratch resets the standardisation anyway
             classifier.standardize_features(non_test_images(split))
 

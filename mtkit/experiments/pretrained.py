@@ -25,7 +25,7 @@ standardisation uses the labelled and validation texts; never a test text).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -130,7 +130,7 @@ def _texts(data) -> list[str]:
     return list(data.texts) if hasattr(data, "texts") else list(data)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class PretrainedTransformerMethod(ClassifierMethod):
     """A Classifier on the pretrained Transformer, trained on the labelled texts.
 
@@ -150,9 +150,9 @@ class PretrainedTransformerMethod(ClassifierMethod):
     cache_folder: where embed_texts keeps embeddings (None: mtkit.core.cache.cache_dir()).
     """
 
-    model: str = "minilm"
-    probe_first: bool = False
-    cache_folder: str | None = None
+    model: str = field(default="minilm", kw_only=True)
+    probe_first: bool = field(default=False, kw_only=True)
+    cache_folder: str | None = field(default=None, kw_only=True)
 
     DEFAULT_STRATEGY: ClassVar[str] = "linear_probe"
     LR: ClassVar[dict] = PRETRAINED_LR
@@ -199,7 +199,7 @@ class PretrainedTransformerMethod(ClassifierMethod):
         loaded = self.pretrained(cache)
         return copy.deepcopy(loaded.encoder), loaded.tokenizer, 0.0
 
-    def prepare(self, classifier, split, fitted, cache):
+    def prepare(self, classifier, split, cache):
         classifier.to(next(self.pretrained(cache).encoder.parameters()).device)
         if self.probes_only:
             set_trainable(classifier.encoder, False)

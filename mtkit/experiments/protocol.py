@@ -18,7 +18,7 @@ is named "... LoRA r=16".
 from __future__ import annotations
 
 import time
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -147,10 +147,9 @@ class ClassifierMethod(Method):
     """
 
     strategy: str | None = None
-    _: KW_ONLY
-    addition: str | Addition | None = None
-    options: dict = field(default_factory=dict)
-    title: str = ""
+    addition: str | Addition | None = field(default=None, kw_only=True)
+    options: dict = field(default_factory=dict, kw_only=True)
+    title: str = field(default="", kw_only=True)
 
     DEFAULT_STRATEGY: ClassVar[str] = "full"
     LR: ClassVar[dict[str, float]] = {}
@@ -197,7 +196,7 @@ class ClassifierMethod(Method):
         """(a fresh encoder to fine-tune, its tokenizer or None, pretraining seconds)."""
         raise NotImplementedError
 
-    def prepare(self, classifier: Classifier, split: FewLabelSplit, fitted: FineTuned, cache):
+    def prepare(self, classifier: Classifier, split: FewLabelSplit, cache: PretrainCache):
         """Anything before the addition and training (e.g. feature standardisation)."""
 
     def training_data(self, dataset, tokenizer):
@@ -222,7 +221,7 @@ class ClassifierMethod(Method):
         seed_everything(seed)
         classifier = Classifier(encoder, split.labelled.num_classes)
         fitted = FineTuned(classifier, tokenizer, None, seconds)
-        self.prepare(fitted.model, split, fitted, cache)
+        self.prepare(classifier, split, cache)
         attach(fitted.model, self.chosen_addition, head="keep")
         return fitted
 

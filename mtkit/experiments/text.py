@@ -54,7 +54,7 @@ def encode_texts(data, tokenizer, max_length: int):
     return tokenizer.encode(list(data), max_length=max_length)
 
 
-@dataclass(kw_only=True)
+@dataclass
 class TextFineTuneMethod(ClassifierMethod):
     """A Classifier on the pretrained TextEncoder of notebook 05, trained on the labelled texts.
 
@@ -82,14 +82,7 @@ class TextFineTuneMethod(ClassifierMethod):
                 ("tokenizer", config.vocab_size, hash(tuple(texts))),
                 lambda: Tokenizer.fit(texts, max_vocab=config.vocab_size),
             )
-            encoder = TextEncoder(
-                vocab_size=tokenizer.vocab_size,
-                max_length=config.max_length,
-                width=config.width,
-                depth=config.depth,
-                heads=config.heads,
-            )
-            return encoder, tokenizer, 0.0
+            return TextEncoder(config.encoder, vocab_size=tokenizer.vocab_size), tokenizer, 0.0
         pretrained, seconds = cache.remember(
             ("masked_tokens", astuple(config), hash(tuple(texts))),
             lambda: pretrained_text_encoder(texts, config, progress=False),

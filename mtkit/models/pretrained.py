@@ -35,7 +35,7 @@ from torch import nn
 
 from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.data.tokenizer import _check_texts
-from mtkit.models.text import trim_padding
+from mtkit.models.text import check_vocabulary, trim_padding
 
 
 @dataclass(frozen=True)
@@ -234,11 +234,8 @@ class PretrainedTextEncoder(nn.Module):
                 f"{token_ids.shape[1]} tokens (+ {prompts} prompt vectors) are more than the "
                 f"{positions} positions the model knows; encode with a smaller max_length"
             )
-        if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= self.config.vocab_size):
-            raise MtkitError(
-                f"token ids must lie in [0, {self.config.vocab_size}); were the texts encoded "
-                "with another tokenizer? Use the WordPieceTokenizer that came with the model"
-            )
+        hint = "were the texts encoded with another tokenizer? Use the model's WordPieceTokenizer"
+        check_vocabulary(token_ids, self.config.vocab_size, hint)
 
 
 @dataclass

@@ -20,6 +20,13 @@ from mtkit.data.tokenizer import SPECIAL_IDS
 from mtkit.models.autoencoders import Encoder
 
 
+def check_vocabulary(token_ids: torch.Tensor, vocab_size: int, hint: str) -> None:
+    """Raise MtkitError unless every id of N×L `token_ids` lies in [0, vocab_size); `hint` says
+    what probably went wrong."""
+    if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= vocab_size):
+        raise MtkitError(f"token ids must lie in [0, {vocab_size}); {hint}")
+
+
 @dataclass
 class TextEncoderConfig:
     """Shape of a TextEncoder. Defaults are sized for a laptop CPU (about 0.6 M parameters with
@@ -166,11 +173,7 @@ class TextEncoder(nn.Module):
                 f"texts of {token_ids.shape[1]} tokens are longer than max_length="
                 f"{self.config.max_length}; encode with max_length={self.config.max_length}"
             )
-        if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= self.config.vocab_size):
-            raise MtkitError(
-                f"token ids must lie in [0, {self.config.vocab_size}); was the text encoded with "
-                f"another tokenizer?"
-            )
+        check_vocabulary(token_ids, self.config.vocab_size, "encoded with another tokenizer?")
 
 
 def trim_padding(token_ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

@@ -36,14 +36,7 @@ from torch import nn
 
 from mtkit.core.batches import as_labelled
 from mtkit.core.utils import MtkitError, check_choice, check_positive
-from mtkit.stages.adapters import (
-    PromptTuning,
-    add_adapters,
-    add_lora,
-    add_task_head,
-    freeze_base,
-    train_adapter,
-)
+from mtkit.stages.adapters import add_adapters, add_lora, add_prompt, add_task_head, train_adapter
 from mtkit.stages.finetune import STRATEGIES, fine_tune, predict
 
 ADDITIONS: dict[str, type[Addition]] = {}
@@ -157,17 +150,7 @@ class Prompt(Addition):
         check_positive("prompt length", self.length, integer=True)
 
     def attach(self, classifier, adapter_name):
-        encoder = classifier.encoder
-        embedding = getattr(encoder, "token_embedding", None)
-        if not hasattr(encoder, "prompt") or embedding is None:
-            raise MtkitError(
-                f"prompt tuning needs a text encoder with a `prompt` slot and a "
-                f"`token_embedding`; {type(encoder).__name__} has not"
-            )
-        encoder.prompt = PromptTuning(embedding.embedding_dim, num_prompts=self.length,
-                                      adapter_name=adapter_name)  # fmt: skip
-        encoder.prompt.initialize_from(embedding)
-        freeze_base(classifier)
+        add_prompt(classifier, self.length, adapter_name)
 
     @property
     def label(self):

@@ -144,3 +144,18 @@ def test_every_method_predicts_labels_and_probabilities_the_same_way():
         assert torch.allclose(probabilities.sum(dim=1), torch.ones(30))
         assert torch.equal(method.predict(fitted, split.test.images, cache),
                            probabilities.argmax(dim=1))  # fmt: skip
+
+
+def test_add_prompt_starts_from_vocabulary_rows_and_trains_alone():
+    from mtkit.models import TextEncoder
+    from mtkit.stages.adapters import add_prompt
+
+    seed_everything(0)
+    model = Classifier(TextEncoder(vocab_size=30, max_length=6, width=8, depth=1, heads=2), 2)
+    prompt = add_prompt(model, num_prompts=3)
+    rows = model.encoder.token_embedding.weight
+    assert all(any(torch.equal(vector, row) for row in rows) for vector in prompt.vectors)
+    assert trainable(model) == {"encoder.prompt.adapters.default.vectors"}
+    assert model(torch.randint(4, 30, (5, 6))).shape == (5, 2)
+    with pytest.raises(MtkitError, match="prompt"):
+        add_prompt(classifier())

@@ -35,7 +35,7 @@ The files, one idea each. Start with lora.py: read top to bottom, it is all of L
     wrapper.py     AdaptedModule, the wrapper every adapter lives in, and how wrapped layers
                    are found again by their original names
     bottleneck.py  BottleneckAdapter, AdaptedBlock, add_adapters
-    prompt.py      SoftPrompt, PromptTuning
+    prompt.py      SoftPrompt, PromptTuning, add_prompt
     tasks.py       one backbone, many tasks: TaskHeads, add_task_head, set_active_adapter,
                    freeze_base, trainable_parameters
     files.py       save_adapter, load_adapter: an adapter alone in a small file
@@ -54,7 +54,7 @@ from mtkit.stages.adapters.lora import (
     merge_lora,
     unmerge_lora,
 )
-from mtkit.stages.adapters.prompt import PromptTuning, SoftPrompt
+from mtkit.stages.adapters.prompt import PromptTuning, SoftPrompt, add_prompt
 from mtkit.stages.adapters.tasks import (
     ParameterCount,
     TaskHeads,
@@ -83,6 +83,7 @@ __all__ = [
     "add_adapters",
     "SoftPrompt",
     "PromptTuning",
+    "add_prompt",
     "TaskHeads",
     "add_task_head",
     "adapter_names",

@@ -8,6 +8,7 @@ transformer changes, so one model serves every task: only the prepended vectors 
     SoftPrompt     the P×D learned vectors of one task
     PromptTuning   a slot between the embeddings and the transformer that prepends the active
                    task's vectors (an AdaptedModule, see wrapper.py)
+    add_prompt     put a prompt into a text classifier, as add_lora puts LoRA in
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from mtkit.core.utils import MtkitError, check_positive
+from mtkit.stages.adapters.tasks import freeze_base
 from mtkit.stages.adapters.wrapper import AdaptedModule
 
 
@@ -86,3 +88,28 @@ class PromptTuning(AdaptedModule):
             raise MtkitError("no active prompt to initialise")
         rows = torch.randint(0, embedding.num_embeddings, (self.num_prompts,), generator=generator)
         self.active.vectors.copy_(embedding.weight[rows.to(embedding.weight.device)])
+
+
+def add_prompt(model: nn.Module, num_prompts: int = 8, adapter_name: str = "default") -> SoftPrompt:
+    """Give a text classifier's encoder a learned prompt of `num_prompts` vectors (in place).
+
+    model: a Classifier whose encoder has a `prompt` slot and a `token_embedding` (mtkit's
+        TextEncoder and PretrainedTextEncoder). The vectors start as random rows of that
+        vocabulary (Lester et al. found that trains better than random vectors).
+    As with add_lora, the prompt becomes the active adapter and the only thing that trains
+    (freeze_base). Returns the new SoftPrompt.
+    """
+    encoder = getattr(model, "encoder", None)
+    embedding = getattr(encoder, "token_embedding", None)
+    if not hasattr(encoder, "prompt") or not isinstance(embedding, nn.Embedding):
+        raise MtkitError(
+            "prompt tuning needs a classifier whose encoder has a `prompt` slot and a "
+            f"`token_embedding` (a text encoder); {type(encoder).__name__} has not"
+        )
+    if encoder.prompt is None:
+        encoder.prompt = PromptTuning(embedding.embedding_dim, None)
+    prompt = encoder.prompt.add(adapter_name, num_prompts=num_prompts)
+    encoder.prompt.active_adapter = adapter_name
+    encoder.prompt.initialize_from(embedding)
+    freeze_base(model)
+    return prompt
