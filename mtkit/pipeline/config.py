@@ -83,6 +83,19 @@ def _check_exit_fields(section) -> None:
     check_positive(f"{name}.patience", section.patience, integer=True, allow_zero=True)
 
 
+def _check_classifier_training(section) -> None:
+    """The fields a stage that trains a classifier has: lr, weight decay, batch size, the
+    metrics it watches, and its exit fields."""
+    name = section.section
+    if section.lr is not None:
+        check_positive(f"{name}.lr", section.lr)
+    check_positive(f"{name}.weight_decay", section.weight_decay, allow_zero=True)
+    check_positive(f"{name}.batch_size", section.batch_size, integer=True)
+    check_choice(f"{name}.monitor", section.monitor, CLASSIFIER_METRICS)
+    check_choice(f"{name}.target_metric", section.target_metric, CLASSIFIER_METRICS)
+    _check_exit_fields(section)
+
+
 def exit_criteria(section) -> ExitCriteria:
     return ExitCriteria(
         max_epochs=section.max_epochs,
@@ -191,13 +204,7 @@ class FineTuneConfig:
 
     def __post_init__(self):
         check_choice("finetune.strategy", self.strategy, STRATEGIES)
-        if self.lr is not None:
-            check_positive("finetune.lr", self.lr)
-        check_positive("finetune.weight_decay", self.weight_decay, allow_zero=True)
-        check_positive("finetune.batch_size", self.batch_size, integer=True)
-        check_choice("finetune.monitor", self.monitor, CLASSIFIER_METRICS)
-        check_choice("finetune.target_metric", self.target_metric, CLASSIFIER_METRICS)
-        _check_exit_fields(self)
+        _check_classifier_training(self)
 
 
 @dataclass
@@ -221,13 +228,7 @@ class AdaptConfig:
     def __post_init__(self):
         check_choice("adapt.method", self.method, ADAPT_METHODS)
         check_positive("adapt.size", self.size, integer=True)
-        if self.lr is not None:
-            check_positive("adapt.lr", self.lr)
-        check_positive("adapt.weight_decay", self.weight_decay, allow_zero=True)
-        check_positive("adapt.batch_size", self.batch_size, integer=True)
-        check_choice("adapt.monitor", self.monitor, CLASSIFIER_METRICS)
-        check_choice("adapt.target_metric", self.target_metric, CLASSIFIER_METRICS)
-        _check_exit_fields(self)
+        _check_classifier_training(self)
 
 
 @dataclass
