@@ -83,16 +83,8 @@ def pretrain_autoencoder(
         # Only corrupt while training: validation measures how well clean images are rebuilt.
         return reconstruction_loss(model, batch, noise if model.training else "none", noise_level)
 
-    return fit(
-        model,
-        loss_fn,
-        train,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        val_data=val,
-        **fit_options,
-    )
+    fit_options.update(epochs=epochs, lr=lr, batch_size=batch_size, val_data=val)
+    return fit(model, loss_fn, train, **fit_options)
 
 
 def reconstruction_error(model: nn.Module, images, batch_size: int = 512) -> float:
@@ -173,16 +165,8 @@ def pretrain_masked_tokens(
     train = (token_ids,)
     if bucket_by_length:
         train = LengthBuckets(token_ids, batch_size=batch_size, pad_id=config.pad_id)
-    return fit(
-        model,
-        loss_fn,
-        train,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        val_data=val,
-        **fit_options,
-    )
+    fit_options.update(epochs=epochs, lr=lr, batch_size=batch_size, val_data=val)
+    return fit(model, loss_fn, train, **fit_options)
 
 
 def pretrain_bag_of_words(
