@@ -111,6 +111,11 @@ def pretrained_autoencoder(
     Splits of one dataset with the same test images but different labels per class share their
     non-test images, so they share the autoencoder.
     """
+    if not isinstance(cache, PretrainCache) or not isinstance(spec, PretrainSpec):
+        raise MtkitError(
+            "pretrained_autoencoder(cache, spec, split, seed) takes a PretrainCache and a "
+            f"PretrainSpec, got {type(cache).__name__} and {type(spec).__name__}"
+        )
     # In dataset order, so every split with these non-test images gives the same tensor.
     positions = np.concatenate(
         [split.labelled_indices, split.validation_indices, split.unlabelled_indices]

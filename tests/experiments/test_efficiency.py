@@ -266,3 +266,13 @@ def test_summary_reports_a_bootstrap_interval_around_the_mean():
     assert "84.0 ± 4.0 [" in LabelEfficiencyTable(rows).to_markdown()
     (single,) = summarize(rows[:1])
     assert single.accuracy_low == single.accuracy_high == 0.80
+
+
+def test_pretrained_autoencoder_names_its_arguments_when_given_the_wrong_ones():
+    from mtkit.experiments import pretrained_autoencoder
+
+    split = few_labels(numbered_dataset(), 2, test_size=30, seed=0)
+    with pytest.raises(MtkitError, match="PretrainCache and a PretrainSpec"):
+        pretrained_autoencoder(TINY, PretrainCache(), split, 0)  # arguments swapped
+    autoencoder, seconds = pretrained_autoencoder(PretrainCache(), TINY, split, 0)
+    assert seconds > 0 and autoencoder.encoder.output_size == TINY.latent_size
