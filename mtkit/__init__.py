@@ -93,6 +93,8 @@ from mtkit.pipeline import (
     staged_search,
 )
 from mtkit.stages import adapters
+from mtkit.stages.consistency import consistency_train
+from mtkit.stages.contrastive import ContrastiveModel, nt_xent_loss, pretrain_contrastive
 from mtkit.stages.finetune import (
     STRATEGIES,
     FineTuneResult,
@@ -133,6 +135,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "consistency_train",
+    "ContrastiveModel",
+    "nt_xent_loss",
+    "pretrain_contrastive",
     "STRATEGIES",
     "copy_encoder",
     "evaluation",

@@ -2,7 +2,9 @@
 
 An `ImageDataset` is just tensors plus the class names: images float32 N×C×H×W in [0, 1] and
 labels int64 (N,), or labels=None for an unlabelled pool. `load_images("digits")` works offline;
-MNIST, Fashion-MNIST and CIFAR-10 come through torchvision and need their files on disk.
+MNIST, Fashion-MNIST, KMNIST and CIFAR-10 come through torchvision and need their files on disk.
+Fashion-MNIST also loads offline from Debian's package `dataset-fashion-mnist`: its IDX files are
+read directly (image_files.py), with no torchvision and no download.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from mtkit.core.utils import MtkitError, check_choice
+from mtkit.data import image_files
 
 
 class DatasetUnavailable(MtkitError):
@@ -245,6 +248,7 @@ def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
 _TORCHVISION_SETS = {
     "mnist": ("MNIST", "MNIST/raw"),
     "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "kmnist": ("KMNIST", "KMNIST/raw"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py"),
 }
 IMAGE_DATASETS = ("digits", *_TORCHVISION_SETS)
@@ -261,10 +265,16 @@ def load_images(
     """Load a standard image dataset as an ImageDataset.
 
     name: "digits" (scikit-learn's 1797 8×8 digits, shipped with scikit-learn, no download),
-        "mnist" or "fashion_mnist" (1×28×28) or "cifar10" (3×32×32) via torchvision.
+        "mnist", "fashion_mnist" or "kmnist" (1×28×28) or "cifar10" (3×32×32) via torchvision.
     root: folder for the torchvision files; default $MTKIT_DATA or ~/.cache/mtkit/data.
     download: allow torchvision to fetch missing files from the internet.
     train: the training split (True) or the test split (False); "digits" has a single split.
+
+    The files are looked for in order: torchvision's folder under root (e.g.
+    root/FashionMNIST/raw), read by torchvision as before; then the system folders in
+    image_files.SYSTEM_DATA_FOLDERS (for "fashion_mnist": /usr/share/datasets/fashion-mnist, from
+    `sudo apt-get install dataset-fashion-mnist`), whose IDX files are read directly; then
+    torchvision again, which downloads them when download=True.
     Raises DatasetUnavailable when the files are missing and cannot be downloaded.
     """
     check_choice("image dataset", name, IMAGE_DATASETS)
@@ -272,6 +282,11 @@ def load_images(
         return _load_digits()
     class_name, subfolder = _TORCHVISION_SETS[name]
     root = Path(root) if root is not None else default_data_root()
+    system_folder = image_files.system_idx_folder(name, root / subfolder)
+    if system_folder is not None:
+        images, labels = image_files.read_idx_split(system_folder, train)
+        class_names = image_files.IDX_CLASS_NAMES[name]
+        return ImageDataset.from_tensors(images, labels, class_names=class_names, name=name)
     # Looked up at call time (not imported by name) so tests can swap in a fake class.
     import torchvision.datasets
 
@@ -309,5 +324,6 @@ def _unavailable_message(name: str, folder: Path, download: bool, error: Excepti
         f"They are expected in: {folder}\n"
         f"To get them: run load_images({name!r}, download=True) with internet access, "
         "or copy the files into that folder (set MTKIT_DATA or root= to use another folder).\n"
+        f"{image_files.system_hint(name)}"
         'load_images("digits") works offline with no download.'
     )

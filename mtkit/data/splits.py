@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mtkit.core.utils import MtkitError, check_positive
-from mtkit.data.images import ImageDataset
+from mtkit.data.images import ImageDataset, index_array
 from mtkit.data.text import TextDataset
 
 
@@ -84,10 +84,13 @@ def few_labels(
     test_size: float | int = 0.25,
     seed: int = 0,
     test_seed: int = 0,
+    test_indices=None,
 ) -> FewLabelSplit:
     """Split a labelled ImageDataset or TextDataset into labelled / validation / pool / test.
 
-    1. Test: a stratified `test_size` (fraction in (0, 1) or a count) chosen with `test_seed`.
+    1. Test: a stratified `test_size` (fraction in (0, 1) or a count) chosen with `test_seed`;
+       or exactly the examples at `test_indices` when given (e.g. a dataset's official test
+       images appended to its training images), and then test_size is not used.
     2. From the rest, per class: `labels_per_class` labelled and `validation_per_class`
        (default: as many as labelled, an honestly small validation set) chosen with `seed`.
     3. Everything left is the unlabelled pool, returned with its labels hidden.
@@ -111,10 +114,10 @@ def few_labels(
     class_names = dataset.class_names  # the datasets guarantee labels index these
     members = [np.flatnonzero(labels == c) for c in range(len(class_names))]
 
-    test_counts = _stratified_counts([len(m) for m in members], _test_total(test_size, len(labels)))
+    members, fixed_test, test_counts = _test_choice(members, len(labels), test_size, test_indices)
     test_rng = np.random.default_rng(test_seed)
     rng = np.random.default_rng(seed)
-    parts = {"labelled": [], "validation": [], "unlabelled": [], "test": []}
+    parts = {"labelled": [], "validation": [], "unlabelled": [], "test": [fixed_test]}
     for c, indices in enumerate(members):
         # Two generators: the test draw must not depend on `seed`, only on `test_seed`.
         shuffled = test_rng.permutation(indices)
@@ -150,6 +153,20 @@ def few_labels(
         validation_per_class=validation_per_class,
         _unlabelled_labels=pool.labels,
     )
+
+
+def _test_choice(members: list, num_examples: int, test_size, test_indices):
+    """Returns (members without a fixed test set, the fixed test indices, test counts per class).
+
+    With `test_indices` the test set is exactly those examples and no class gives more;
+    otherwise each class gives its stratified share of `test_size`, drawn later.
+    """
+    if test_indices is None:
+        test_total = _test_total(test_size, num_examples)
+        counts = _stratified_counts([len(m) for m in members], test_total)
+        return members, np.zeros(0, dtype=np.int64), counts
+    fixed_test = np.unique(index_array(test_indices, num_examples))
+    return [np.setdiff1d(m, fixed_test) for m in members], fixed_test, [0] * len(members)
 
 
 def _test_total(test_size: float | int, num_examples: int) -> int:

@@ -3,7 +3,9 @@
 protocol.py     Method, ClassifierMethod (the shared recipe), FineTuned, MethodResult,
                 PretrainCache
 baselines.py    scikit-learn: logistic regression (pixels), PCA + LR, TF-IDF + LR
-images.py       the image track: PretrainSpec, FineTuneMethod, SelfTrainMethod
+image_pretraining.py  how the image encoder is pretrained: PretrainSpec (denoising
+                autoencoder), ContrastiveSpec (SimCLR), architecture chosen by image size
+images.py       the image track: FineTuneMethod, SelfTrainMethod, ConsistencyMethod
 text.py         the small Transformer of notebook 05: TextFineTuneMethod
 pretrained.py   a real pretrained Transformer (MiniLM): PretrainedTransformerMethod
 adapters.py     adapt_encoder: one adaptation method on a copy of an encoder, measured
@@ -24,13 +26,18 @@ from mtkit.experiments.efficiency import (
     paired_difference,
     summarize,
 )
-from mtkit.experiments.images import (
-    FineTuneMethod,
+from mtkit.experiments.image_pretraining import (
+    IMAGE_PRETRAINING,
+    ContrastiveSpec,
     PretrainSpec,
-    SelfTrainMethod,
-    default_methods,
     non_test_images,
     pretrained_autoencoder,
+)
+from mtkit.experiments.images import (
+    ConsistencyMethod,
+    FineTuneMethod,
+    SelfTrainMethod,
+    default_methods,
 )
 from mtkit.experiments.pretrained import PretrainedTransformerMethod, embed_texts
 from mtkit.experiments.protocol import (
@@ -43,7 +50,9 @@ from mtkit.experiments.protocol import (
 from mtkit.experiments.text import TextFineTuneMethod, default_text_methods, non_test_texts
 
 __all__ = [
+    "IMAGE_PRETRAINING",
     "ClassifierMethod",
+    "ContrastiveSpec",
     "EfficiencyRow",
     "FineTuneMethod",
     "FineTuned",
@@ -56,6 +65,7 @@ __all__ = [
     "PretrainSpec",
     "PretrainedTransformerMethod",
     "SelfTrainMethod",
+    "ConsistencyMethod",
     "SummaryRow",
     "TextFineTuneMethod",
     "TfidfLogisticBaseline",

@@ -189,6 +189,7 @@ def label_efficiency(
     *,
     test_size: float | int = 500,
     test_seed: int = 0,
+    test_indices=None,
     validation_per_class: int | None = None,
     cache: PretrainCache | None = None,
     log=None,
@@ -199,6 +200,7 @@ def label_efficiency(
     The test images are the same for every k and seed (chosen by test_seed only), so the
     numbers are comparable; pretrained autoencoders are cached per seed (see PretrainCache).
     Methods get the split with the test labels removed.
+    test_indices: fixed test examples instead of a draw of test_size (see few_labels).
     cache: a PretrainCache to use (and fill), e.g. to reuse the autoencoders afterwards.
     log: optional callable taking one line of progress text (e.g. print).
     Returns a LabelEfficiencyTable with one row per method × labels_per_class × seed.
@@ -221,6 +223,7 @@ def label_efficiency(
             test_size=test_size,
             seed=s,
             test_seed=test_seed,
+            test_indices=test_indices,
         )
         for s in seeds
         for k in labels_per_class

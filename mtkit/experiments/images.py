@@ -14,115 +14,30 @@ What each method may see (this is what makes the comparison honest):
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
-import torch
-
 from mtkit.core.batches import as_inputs
 from mtkit.core.utils import MtkitError, check_choice, check_positive, seed_everything
-from mtkit.data import FewLabelSplit
+from mtkit.experiments.image_pretraining import (  # noqa: F401  (also importable from here)
+    ContrastiveSpec,
+    PretrainSpec,
+    non_test_images,
+    pretrained_autoencoder,
+)
 from mtkit.experiments.protocol import (
     ClassifierMethod,
     FineTuned,
     Method,
-    PretrainCache,
     check_options,
 )
-from mtkit.models import DenseAutoencoder
+from mtkit.stages.consistency import consistency_train
 from mtkit.stages.finetune import DEFAULT_LR, STRATEGIES
-from mtkit.stages.pretrain import NOISE_TYPES, pretrain_autoencoder
 from mtkit.stages.selftrain import self_train
 
 # The image track's learning rates: fine_tune's per strategy (chosen on held-out digits splits,
 # bench/label_efficiency.py), and per adapter (bench/adapters.py --tune).
 IMAGE_LR = {**DEFAULT_LR, "lora": 3e-3, "bottleneck": 1e-2}
-
-
-@dataclass(frozen=True)
-class PretrainSpec:
-    """How to pretrain the dense denoising autoencoder whose encoder gets fine-tuned.
-
-    The defaults were chosen on digits with held-out splits that exclude the benchmark's test
-    images: 256 hidden units and a 64-number code (wider than 128/32: better with 5 labels per
-    class), Gaussian noise 0.4 (denoising beats plain reconstruction by a wide margin), and
-    batches of 128 with a cosine-decayed lr of 1e-2 for 400 epochs (~5 s on 2 CPU cores).
-    Frozen, so it can be a key of the PretrainCache.
-    """
-
-    hidden_sizes: tuple[int, ...] = (256,)
-    latent_size: int = 64
-    noise: str = "gaussian"
-    noise_level: float = 0.4
-    epochs: int = 400
-    batch_size: int = 128
-    lr: float = 1e-2
-    schedule: str | None = "cosine"
-
-    def __post_init__(self):
-        check_choice("noise", self.noise, NOISE_TYPES)
-        check_positive("noise_level", self.noise_level, allow_zero=True)
-        check_positive("epochs", self.epochs, integer=True)
-        check_positive("batch_size", self.batch_size, integer=True)
-        check_positive("lr", self.lr)
-        # A list would make the spec unhashable, so normalise it here.
-        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-
-    def build(self, image_shape: tuple[int, int, int]) -> DenseAutoencoder:
-        """A new, untrained autoencoder of this shape for C×H×W images."""
-        return DenseAutoencoder(
-            input_shape=image_shape, hidden_sizes=self.hidden_sizes, latent_size=self.latent_size
-        )
-
-    def pretrain(self, images: torch.Tensor, seed: int) -> DenseAutoencoder:
-        """A new autoencoder trained to denoise `images` (N×C×H×W), seeded by `seed`."""
-        seed_everything(seed)
-        autoencoder = self.build(tuple(images.shape[1:]))
-        pretrain_autoencoder(
-            autoencoder,
-            images,
-            noise=self.noise,
-            noise_level=self.noise_level,
-            epochs=self.epochs,
-            batch_size=min(self.batch_size, len(images)),
-            lr=self.lr,
-            schedule=self.schedule,
-            progress=False,
-        )
-        return autoencoder.cpu()  # Classifier and its buffers start on the CPU; fit moves them
-
-
-def non_test_images(split: FewLabelSplit) -> torch.Tensor:
-    """Every image of the split except the test images: labelled, validation and pool (N×C×H×W).
-
-    Their labels are not part of the result; these are the images pretraining may use.
-    """
-    return torch.cat([split.labelled.images, split.validation.images, split.unlabelled.images])
-
-
-def pretrained_autoencoder(
-    cache: PretrainCache, spec: PretrainSpec, split: FewLabelSplit, seed: int
-) -> tuple[DenseAutoencoder, float]:
-    """(the autoencoder `spec` pretrains on the split's non-test images, seconds it took), from
-    `cache` when one with the same spec, seed and images was trained already. Do not modify it.
-
-    Splits of one dataset with the same test images but different labels per class share their
-    non-test images, so they share the autoencoder.
-    """
-    if not isinstance(cache, PretrainCache) or not isinstance(spec, PretrainSpec):
-        raise MtkitError(
-            "pretrained_autoencoder(cache, spec, split, seed) takes a PretrainCache and a "
-            f"PretrainSpec, got {type(cache).__name__} and {type(spec).__name__}"
-        )
-    # In dataset order, so every split with these non-test images gives the same tensor.
-    positions = np.concatenate(
-        [split.labelled_indices, split.validation_indices, split.unlabelled_indices]
-    )
-    images = non_test_images(split)[torch.as_tensor(np.argsort(positions))]
-    key = (spec, seed, hashlib.sha1(images.numpy().tobytes()).hexdigest())
-    return cache.remember(key, lambda: spec.pretrain(images, seed))
 
 
 @dataclass
@@ -208,6 +123,66 @@ class SelfTrainMethod(Method):
             strategy=self.strategy,
             augment=self.start.augment,
             **{"progress": False, **self.options},
+        )
+        return fitted
+
+    def predict_proba(self, fitted, data, cache=None):
+        return self.start.predict_proba(fitted, data, cache)
+
+
+@dataclass
+class ConsistencyMethod(Method):
+    """`start` (a FineTuneMethod), then `consistency_train` (FixMatch) on the unlabelled pool.
+
+    Like SelfTrainMethod it reads only `split.unlabelled.images`, and validation keeps the best
+    epoch. max_steps: the budget in optimizer steps (each sees `unlabelled_ratio` × 32 pool
+    images), turned into whole passes over the pool, at least one; so a 60,000-image pool costs
+    what a 6,000-image one does. threshold, unlabelled_ratio, strategy: as in
+    `consistency_train`. options: more keyword arguments for it, e.g. {"lr": 1e-3}.
+    """
+
+    start: FineTuneMethod = field(default_factory=lambda: FineTuneMethod("linear_probe"))
+    max_steps: int = 1500
+    threshold: float = 0.95
+    unlabelled_ratio: int = 7
+    strategy: str = "full"
+    options: dict = field(default_factory=dict)
+    title: str = ""
+
+    def __post_init__(self):
+        check_positive("max_steps", self.max_steps, integer=True)
+        check_positive("unlabelled_ratio", self.unlabelled_ratio, integer=True)
+        if not 0 <= self.threshold <= 1:
+            raise MtkitError(f"threshold is a probability in [0, 1], got {self.threshold}")
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_options(self.options, "ConsistencyMethod")
+
+    @property
+    def name(self) -> str:
+        return self.title or f"{self.start.name} + consistency"
+
+    def epochs_for(self, pool_size: int, batch_size: int = 32) -> int:
+        """Passes over a pool of `pool_size` images that fit in max_steps (at least one)."""
+        steps_per_epoch = -(-pool_size // (self.unlabelled_ratio * batch_size))
+        return max(1, self.max_steps // steps_per_epoch)
+
+    def fine_tuned(self, split, seed, cache=None) -> FineTuned:
+        fitted = self.start.fine_tuned(split, seed, cache)
+        batch_size = min(self.options.get("batch_size", 32), len(split.labelled))
+        consistency_train(
+            fitted.model,
+            split.labelled,
+            split.unlabelled,
+            validation=split.validation,
+            threshold=self.threshold,
+            unlabelled_ratio=self.unlabelled_ratio,
+            strategy=self.strategy,
+            **{
+                "epochs": self.epochs_for(len(split.unlabelled), batch_size),
+                "progress": False,
+                "seed": seed,
+                **self.options,
+            },
         )
         return fitted
 

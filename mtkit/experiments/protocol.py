@@ -43,11 +43,19 @@ class PretrainCache:
     `remember(key, build)` returns (build(), seconds it took) and calls build only on the first
     call with that hashable key; `seconds_spent` adds up the time of those first calls, which
     label_efficiency leaves out of a method's own seconds.
+    folder: None keeps everything in memory, for this experiment only. A folder (or True for
+        $MTKIT_CACHE / ~/.cache/mtkit) also keeps pretrained image encoders on disk, keyed by
+        their spec, seed and images, so a rerun or the next notebook reads them in seconds.
     """
 
-    def __init__(self):
+    def __init__(self, folder=None):
         self._store: dict = {}
         self.seconds_spent = 0.0
+        self.folder = None if folder is None or folder is False else folder
+        if self.folder is True:
+            from mtkit.core.cache import cache_dir
+
+            self.folder = cache_dir()
 
     def remember(self, key, build) -> tuple[Any, float]:
         """(build(), seconds it took), built on the first call with this hashable key only."""

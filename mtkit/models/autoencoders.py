@@ -142,15 +142,8 @@ class DenseAutoencoder(_Autoencoder):
 
     def __init__(self, config: AutoencoderConfig | None = None, **overrides):
         super().__init__(config, overrides)
-        config = self.config
-        pixels = math.prod(config.input_shape)
-        blocks, width_in = {"flatten": nn.Flatten()}, pixels
-        for index, width_out in enumerate(config.hidden_sizes):
-            blocks[f"block{index}"] = _dense_block(width_in, width_out)
-            width_in = width_out
-        blocks["latent"] = nn.Linear(width_in, config.latent_size)
-        self.encoder = Encoder(blocks, config.latent_size, tuple(config.input_shape))
-        self.decoder = _dense_decoder(config)
+        self.encoder = dense_encoder(self.config)
+        self.decoder = _dense_decoder(self.config)
 
 
 class ConvAutoencoder(_Autoencoder):
@@ -166,18 +159,11 @@ class ConvAutoencoder(_Autoencoder):
             overrides["hidden_sizes"] = (16, 32)
         super().__init__(config, overrides)
         config = self.config
-        channels, height, width = config.input_shape
-        sizes = [(height, width)]
-        blocks, channels_in = {}, channels
-        for index, channels_out in enumerate(config.hidden_sizes):
-            blocks[f"block{index}"] = nn.Sequential(
-                nn.Conv2d(channels_in, channels_out, kernel_size=3, stride=2, padding=1), nn.ReLU()
-            )
-            sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
-            channels_in = channels_out
+        channels = config.input_shape[0]
+        sizes = conv_sizes(config)
+        self.encoder = conv_encoder(config)
+        channels_in = config.hidden_sizes[-1]
         flat = channels_in * sizes[-1][0] * sizes[-1][1]
-        blocks["latent"] = nn.Sequential(nn.Flatten(), nn.Linear(flat, config.latent_size))
-        self.encoder = Encoder(blocks, config.latent_size, tuple(config.input_shape))
 
         decoder = nn.Sequential()
         decoder.add_module("expand", nn.Sequential(nn.Linear(config.latent_size, flat), nn.ReLU()))
@@ -211,13 +197,8 @@ class VariationalAutoencoder(_Autoencoder):
             raise MtkitError(f"beta must be non-negative, got {beta}")
         self.beta = beta
         config = self.config
-        blocks, width_in = {"flatten": nn.Flatten()}, math.prod(config.input_shape)
-        for index, width_out in enumerate(config.hidden_sizes):
-            blocks[f"block{index}"] = _dense_block(width_in, width_out)
-            width_in = width_out
-        blocks["latent"] = nn.Linear(width_in, config.latent_size)
-        self.encoder = Encoder(blocks, config.latent_size, tuple(config.input_shape))
-        self.log_variance = nn.Linear(width_in, config.latent_size)
+        self.encoder = dense_encoder(config)
+        self.log_variance = nn.Linear(self.encoder.latent.in_features, config.latent_size)
         self.decoder = _dense_decoder(config)
 
     def encode_distribution(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +244,43 @@ def vae_loss_terms(reconstruction, targets, mean, log_variance):
     cross_entropy = F.binary_cross_entropy(reconstruction, targets, reduction="sum") / count
     kl = -0.5 * (1 + log_variance - mean.pow(2) - log_variance.exp()).sum() / count
     return cross_entropy, kl
+
+
+def dense_encoder(config: AutoencoderConfig) -> Encoder:
+    """Flatten → Linear+ReLU per hidden size → Linear to the code: N×C×H×W → N×latent_size."""
+    blocks, width_in = {"flatten": nn.Flatten()}, math.prod(config.input_shape)
+    for index, width_out in enumerate(config.hidden_sizes):
+        blocks[f"block{index}"] = _dense_block(width_in, width_out)
+        width_in = width_out
+    blocks["latent"] = nn.Linear(width_in, config.latent_size)
+    return Encoder(blocks, config.latent_size, tuple(config.input_shape))
+
+
+def conv_sizes(config: AutoencoderConfig) -> list[tuple[int, int]]:
+    """(height, width) of the input and after each stride-2 convolution of `conv_encoder`."""
+    sizes = [tuple(config.input_shape[1:])]
+    for _ in config.hidden_sizes:
+        sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
+    return sizes
+
+
+def conv_encoder(config: AutoencoderConfig) -> Encoder:
+    """A 3×3 stride-2 convolution + ReLU per hidden size (channels), each halving height and
+    width, then Flatten → Linear to the code: N×C×H×W → N×latent_size."""
+    blocks, channels_in = {}, config.input_shape[0]
+    for index, channels_out in enumerate(config.hidden_sizes):
+        blocks[f"block{index}"] = nn.Sequential(
+            nn.Conv2d(channels_in, channels_out, kernel_size=3, stride=2, padding=1), nn.ReLU()
+        )
+        channels_in = channels_out
+    height, width = conv_sizes(config)[-1]
+    blocks["latent"] = nn.Sequential(
+        nn.Flatten(), nn.Linear(channels_in * height * width, config.latent_size)
+    )
+    return Encoder(blocks, config.latent_size, tuple(config.input_shape))
+
+
+ENCODERS = {"dense": dense_encoder, "conv": conv_encoder}
 
 
 def _dense_block(width_in: int, width_out: int) -> nn.Sequential:

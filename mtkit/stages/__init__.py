@@ -5,7 +5,20 @@ finetune.py    a Classifier on a pretrained encoder learns from a few labels (st
 adapters/      what can be added to a frozen encoder instead: LoRA, bottleneck, prompt, heads
 method.py      a strategy × an addition: the one place that attaches a method to a classifier
 selftrain.py   learn from the classifier's own confident guesses on the unlabelled pool
+consistency.py the same guesses at every step, made on easy views and learnt on hard ones
+contrastive.py pretrain an image encoder to match two distorted views of each image (SimCLR)
+augment.py     the distortions: small shifts and rotations, and strong ones for the above
 shift.py       adapt a trained classifier to a shifted domain (naive, rehearsal, adapter)
 """
 
-from mtkit.stages import adapters, augment, finetune, method, pretrain, selftrain, shift  # noqa: F401
+from mtkit.stages import (  # noqa: F401
+    adapters,
+    augment,
+    consistency,
+    contrastive,
+    finetune,
+    method,
+    pretrain,
+    selftrain,
+    shift,
+)

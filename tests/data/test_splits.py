@@ -112,3 +112,18 @@ def test_works_on_text_datasets():
     assert torch.bincount(split.labelled.labels).tolist() == [3, 3]
     assert split.unlabelled.labels is None
     assert split.labelled.texts == [dataset.texts[i] for i in split.labelled_indices]
+
+
+def test_fixed_test_indices_are_the_test_set_for_every_seed():
+    from mtkit.data import load_images
+
+    digits = load_images("digits")
+    official_test = np.arange(1500, 1797)  # e.g. a dataset's own test images, appended
+    for seed in (0, 1):
+        split = few_labels(digits, 5, seed=seed, test_indices=official_test)
+        assert np.array_equal(split.test_indices, official_test)
+        others = np.concatenate(
+            [split.labelled_indices, split.validation_indices, split.unlabelled_indices]
+        )
+        assert not set(others) & set(official_test)
+        assert len(others) + len(official_test) == len(digits)
