@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/label_efficiency.py --markdown BENCHMARKS.md
 	$(BIN)/python bench/adapters.py --markdown BENCHMARKS.md
 	$(BIN)/python bench/text.py --markdown BENCHMARKS.md
+	$(BIN)/python bench/real_images.py --markdown BENCHMARKS.md
 	$(BIN)/python bench/memory.py --markdown BENCHMARKS.md
 
 clean:

@@ -191,12 +191,20 @@ class ConsistencyMethod(Method):
 
 
 def default_methods(pretrain: PretrainSpec | None = None) -> list[Method]:
-    """The benchmark's line-up: two scikit-learn baselines, scratch, every pretrained strategy,
-    and pretrained + self-training."""
+    """The benchmark's line-up, the same for every image dataset: two scikit-learn baselines,
+    scratch, every strategy on the denoising autoencoder (`pretrain`), a linear probe and full
+    fine-tuning on a contrastive (SimCLR) encoder, then the two semi-supervised stages on the
+    autoencoder's linear probe: self-training and consistency training."""
     from mtkit.experiments.baselines import LogisticRegressionBaseline, PCALogisticBaseline
 
     pretrain = pretrain or PretrainSpec()
     methods = [LogisticRegressionBaseline(), PCALogisticBaseline()]
     methods += [FineTuneMethod(strategy, pretrain=pretrain) for strategy in STRATEGIES]
+    contrastive = ContrastiveSpec()
+    methods += [
+        FineTuneMethod(strategy, pretrain=contrastive, title=f"contrastive + {strategy}")
+        for strategy in ("linear_probe", "full")
+    ]
     methods.append(SelfTrainMethod(FineTuneMethod("linear_probe", pretrain=pretrain)))
+    methods.append(ConsistencyMethod(FineTuneMethod("linear_probe", pretrain=pretrain)))
     return methods

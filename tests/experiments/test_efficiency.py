@@ -233,7 +233,8 @@ def test_the_default_line_up():
         "PCA + logistic regression",
         "same classifier from scratch",
     ]
-    assert "pretrained + gradual_unfreeze" in names and names[-1].endswith("self-training")
+    assert "pretrained + gradual_unfreeze" in names and "contrastive + linear_probe" in names
+    assert names[-2].endswith("self-training") and names[-1].endswith("consistency")
     assert len(set(names)) == len(names)
 
 

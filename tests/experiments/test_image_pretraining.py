@@ -31,7 +31,8 @@ def test_max_steps_caps_the_epochs_of_a_large_pool():
     spec = PretrainSpec(epochs=400, batch_size=100, max_steps=1000)
     assert spec.epochs_for(1_000) == 100  # 10 steps an epoch
     assert spec.epochs_for(100) == 400  # small pools keep their epochs
-    assert PretrainSpec(epochs=7).epochs_for(10**6) == 7
+    assert PretrainSpec(epochs=7, max_steps=None).epochs_for(10**6) == 7
+    assert PretrainSpec().epochs_for(1_297) == 400  # the digits default is what 400 epochs were
 
 
 def test_specs_are_hashable_and_refuse_bad_values():
@@ -65,3 +66,24 @@ def test_a_fine_tune_method_runs_on_a_contrastive_encoder():
     result = method.run(split, seed=0)
     assert result.predictions.shape == (60,)
     assert result.trainable_parameters == 4 * 10 + 10  # the head only
+
+
+def test_consistency_method_turns_its_step_budget_into_passes_over_the_pool():
+    method = mt.experiments.ConsistencyMethod(max_steps=100, unlabelled_ratio=7)
+    assert method.epochs_for(224 * 10) == 10  # 10 steps per pass
+    assert method.epochs_for(224 * 1000) == 1  # at least one pass
+    assert method.name == "pretrained + linear_probe + consistency"
+    for bad in ({"max_steps": 0}, {"threshold": 1.5}, {"strategy": "sideways"}):
+        with pytest.raises(MtkitError):
+            mt.experiments.ConsistencyMethod(**bad)
+
+
+def test_consistency_method_never_sees_the_pools_labels():
+    split = mt.few_labels(mt.load_images("digits")[:300], 3, test_size=60)
+    assert split.unlabelled.labels is None  # what every method gets: images only
+    method = mt.experiments.ConsistencyMethod(
+        mt.experiments.FineTuneMethod("linear_probe", pretrain=TINY_AE), max_steps=4
+    )
+    result = method.run(split, seed=0)
+    assert result.predictions.shape == (60,)
+    assert result.trainable_parameters > 4 * 10 + 10  # consistency trains the whole network
