@@ -77,7 +77,31 @@ class FineTuneMethod(ClassifierMethod):
 
 
 @dataclass
-class SelfTrainMethod(Method):
+class _PoolStage(Method):
+    """What the semi-supervised methods share: `start` (a FineTuneMethod) fine-tunes first, then
+    a stage that also learns from the unlabelled pool's images trains the same classifier
+    further, with `strategy`; `options` go to that stage; `title` names it in tables."""
+
+    start: FineTuneMethod = field(default_factory=lambda: FineTuneMethod("linear_probe"))
+    strategy: str = field(default="full", kw_only=True)
+    options: dict = field(default_factory=dict, kw_only=True)
+    title: str = field(default="", kw_only=True)
+    STAGE_NAME: ClassVar[str] = ""
+
+    def __post_init__(self):
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_options(self.options, type(self).__name__)
+
+    @property
+    def name(self) -> str:
+        return self.title or f"{self.start.name} + {self.STAGE_NAME}"
+
+    def predict_proba(self, fitted, data, cache=None):
+        return self.start.predict_proba(fitted, data, cache)
+
+
+@dataclass
+class SelfTrainMethod(_PoolStage):
     """`start` (a FineTuneMethod), then `self_train` on the unlabelled pool.
 
     The pool is used a second time: pretraining learnt features from its images, self-training
@@ -89,26 +113,18 @@ class SelfTrainMethod(Method):
     10 labels per class on the held-out digits splits used to pick defaults.
     """
 
-    start: FineTuneMethod = field(default_factory=lambda: FineTuneMethod("linear_probe"))
     rounds: int = 8
     threshold: float = 0.7
     smoothing: float = 0.8
-    strategy: str = "full"
-    options: dict = field(default_factory=dict)
-    title: str = ""
+    STAGE_NAME: ClassVar[str] = "self-training"
 
     def __post_init__(self):
+        super().__post_init__()
         check_positive("rounds", self.rounds, integer=True)
         if not 0 <= self.threshold < 1:
             raise MtkitError(f"threshold is a probability in [0, 1), got {self.threshold}")
         if not 0 <= self.smoothing < 1:
             raise MtkitError(f"smoothing must be in [0, 1), got {self.smoothing}")
-        check_choice("strategy", self.strategy, STRATEGIES)
-        check_options(self.options, "SelfTrainMethod")
-
-    @property
-    def name(self) -> str:
-        return self.title or f"{self.start.name} + self-training"
 
     def fine_tuned(self, split, seed, cache=None) -> FineTuned:
         fitted = self.start.fine_tuned(split, seed, cache)
@@ -126,12 +142,9 @@ class SelfTrainMethod(Method):
         )
         return fitted
 
-    def predict_proba(self, fitted, data, cache=None):
-        return self.start.predict_proba(fitted, data, cache)
-
 
 @dataclass
-class ConsistencyMethod(Method):
+class ConsistencyMethod(_PoolStage):
     """`start` (a FineTuneMethod), then `consistency_train` (FixMatch) on the unlabelled pool.
 
     Like SelfTrainMethod it reads only `split.unlabelled.images`, and validation keeps the best
@@ -141,25 +154,17 @@ class ConsistencyMethod(Method):
     `consistency_train`. options: more keyword arguments for it, e.g. {"lr": 1e-3}.
     """
 
-    start: FineTuneMethod = field(default_factory=lambda: FineTuneMethod("linear_probe"))
     max_steps: int = 1500
     threshold: float = 0.95
     unlabelled_ratio: int = 7
-    strategy: str = "full"
-    options: dict = field(default_factory=dict)
-    title: str = ""
+    STAGE_NAME: ClassVar[str] = "consistency"
 
     def __post_init__(self):
+        super().__post_init__()
         check_positive("max_steps", self.max_steps, integer=True)
         check_positive("unlabelled_ratio", self.unlabelled_ratio, integer=True)
         if not 0 <= self.threshold <= 1:
             raise MtkitError(f"threshold is a probability in [0, 1], got {self.threshold}")
-        check_choice("strategy", self.strategy, STRATEGIES)
-        check_options(self.options, "ConsistencyMethod")
-
-    @property
-    def name(self) -> str:
-        return self.title or f"{self.start.name} + consistency"
 
     def epochs_for(self, pool_size: int, batch_size: int = 32) -> int:
         """Passes over a pool of `pool_size` images that fit in max_steps (at least one)."""
@@ -185,9 +190,6 @@ class ConsistencyMethod(Method):
             },
         )
         return fitted
-
-    def predict_proba(self, fitted, data, cache=None):
-        return self.start.predict_proba(fitted, data, cache)
 
 
 def default_methods(pretrain: PretrainSpec | None = None) -> list[Method]:
