@@ -87,3 +87,25 @@ def test_consistency_method_never_sees_the_pools_labels():
     result = method.run(split, seed=0)
     assert result.predictions.shape == (60,)
     assert result.trainable_parameters > 4 * 10 + 10  # consistency trains the whole network
+
+
+def test_lr_follows_the_architecture_unless_given():
+    assert PretrainSpec().lr_for((1, 8, 8)) == 1e-2  # dense on digits, as before
+    assert PretrainSpec().lr_for((1, 28, 28)) == 3e-3  # conv
+    assert PretrainSpec(lr=0.05).lr_for((1, 28, 28)) == 0.05
+
+
+def test_a_collapsed_encoder_is_refused_with_a_clear_error():
+    from torch import nn
+
+    from mtkit.experiments.image_pretraining import check_not_collapsed
+
+    images = torch.rand(20, 1, 8, 8)
+    dead = nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.ReLU())
+    nn.init.zeros_(dead[1].weight)
+    nn.init.constant_(dead[1].bias, -1.0)  # every ReLU off: the same code for every image
+    with pytest.raises(MtkitError, match="collapsed"):
+        check_not_collapsed(dead, images, PretrainSpec())
+    alive = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    check_not_collapsed(alive, images, PretrainSpec())  # differing codes pass
+    assert alive.training  # and its mode is restored
