@@ -58,7 +58,9 @@ from mtkit.evaluation.stats import (
     mean_and_spread,
     paired_comparison,
 )
+from mtkit.experiments.distill import DistilledMethod, footprint
 from mtkit.experiments.pretrained import PretrainedTransformerMethod, embed_texts
+from mtkit.experiments.setfit import SetFitMethod
 from mtkit.models import (
     AutoencoderConfig,
     BagOfWordsAutoencoder,
@@ -95,6 +97,8 @@ from mtkit.pipeline import (
 from mtkit.stages import adapters
 from mtkit.stages.consistency import consistency_train
 from mtkit.stages.contrastive import ContrastiveModel, nt_xent_loss, pretrain_contrastive
+from mtkit.stages.distill import distill, distillation_loss
+from mtkit.stages.domain_adapt import DomainAdaptConfig, domain_adapted_encoder, masked_word_guesses
 from mtkit.stages.finetune import (
     STRATEGIES,
     FineTuneResult,
@@ -113,6 +117,7 @@ from mtkit.stages.pretrain import (
     reconstruction_error,
 )
 from mtkit.stages.selftrain import SelfTrainResult, self_train
+from mtkit.stages.setfit import contrastive_fine_tune, cosine_similarity_loss, sentence_pairs
 from mtkit.stages.shift import adapt_to_shift
 
 __version__ = "0.1.0"
@@ -150,6 +155,17 @@ __all__ = [
     "load_pretrained_text_encoder",
     "PretrainedTransformerMethod",
     "embed_texts",
+    "SetFitMethod",
+    "DistilledMethod",
+    "footprint",
+    "sentence_pairs",
+    "cosine_similarity_loss",
+    "contrastive_fine_tune",
+    "distill",
+    "distillation_loss",
+    "DomainAdaptConfig",
+    "domain_adapted_encoder",
+    "masked_word_guesses",
     "adapt_to_shift",
     "detect_drift",
     "ClassErrors",

@@ -8,6 +8,8 @@ image_pretraining.py  how the image encoder is pretrained: PretrainSpec (denoisi
 images.py       the image track: FineTuneMethod, SelfTrainMethod, ConsistencyMethod
 text.py         the small Transformer of notebook 05: TextFineTuneMethod
 pretrained.py   a real pretrained Transformer (MiniLM): PretrainedTransformerMethod
+setfit.py       MiniLM fine-tuned on pairs of labelled texts, then a logistic head: SetFitMethod
+distill.py      a small student trained on a teacher's predictions: DistilledMethod, footprint
 adapters.py     adapt_encoder: one adaptation method on a copy of an encoder, measured
 efficiency.py   label_efficiency, its table, summaries and paired verdicts
 """
@@ -18,6 +20,7 @@ from mtkit.experiments.baselines import (
     PCALogisticBaseline,
     TfidfLogisticBaseline,
 )
+from mtkit.experiments.distill import DistilledMethod, Footprint, footprint
 from mtkit.experiments.efficiency import (
     EfficiencyRow,
     LabelEfficiencyTable,
@@ -47,12 +50,15 @@ from mtkit.experiments.protocol import (
     MethodResult,
     PretrainCache,
 )
+from mtkit.experiments.setfit import SetFitClassifier, SetFitMethod
 from mtkit.experiments.text import TextFineTuneMethod, default_text_methods, non_test_texts
 
 __all__ = [
     "IMAGE_PRETRAINING",
     "ClassifierMethod",
     "ContrastiveSpec",
+    "DistilledMethod",
+    "Footprint",
     "EfficiencyRow",
     "FineTuneMethod",
     "FineTuned",
@@ -65,6 +71,8 @@ __all__ = [
     "PretrainSpec",
     "PretrainedTransformerMethod",
     "SelfTrainMethod",
+    "SetFitClassifier",
+    "SetFitMethod",
     "ConsistencyMethod",
     "SummaryRow",
     "TextFineTuneMethod",
@@ -72,6 +80,7 @@ __all__ = [
     "default_methods",
     "default_text_methods",
     "embed_texts",
+    "footprint",
     "label_efficiency",
     "non_test_images",
     "non_test_texts",

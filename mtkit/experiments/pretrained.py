@@ -19,7 +19,10 @@ on 2 CPU cores), so two things keep it affordable:
 
 What a method may see is what `label_efficiency` allows every method: the labels of
 `split.labelled`, `split.validation` for early stopping, and texts without labels (the feature
-standardisation uses the labelled and validation texts; never a test text).
+standardisation uses the labelled and validation texts; never a test text). With
+`domain_adapt=DomainAdaptConfig()` a method starts from MiniLM after more masked-token training
+on every non-test text of the split (mtkit/stages/domain_adapt.py), done once per test split
+and cached on disk, so all seeds and sizes with the same test texts share it.
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from mtkit.core.cache import cache_dir, cache_key, fingerprint, load_or_build
 from mtkit.core.checkpoint import content_hash
 from mtkit.core.utils import MtkitError, get_device
 from mtkit.experiments.protocol import ClassifierMethod, FineTuned, PretrainCache
-from mtkit.experiments.text import encode_texts
+from mtkit.experiments.text import encode_texts, non_test_texts
 from mtkit.models import Classifier
 from mtkit.models.pretrained import PretrainedTextModel, load_pretrained_text_encoder
+from mtkit.stages.domain_adapt import DomainAdaptConfig, domain_adapted_encoder
 from mtkit.stages.finetune import FineTuneResult, fine_tune, set_trainable
 from mtkit.stages.method import train_method
 
@@ -147,12 +151,16 @@ class PretrainedTransformerMethod(ClassifierMethod):
     options: more keyword arguments for `fine_tune` (lr, epochs, patience, batch_size, ...),
         over PRETRAINED_FINE_TUNE (PROBE_FINE_TUNE for the probe) and PRETRAINED_LR.
     model: which pretrained model (see models.pretrained.PRETRAINED_TEXT_MODELS).
-    cache_folder: where embed_texts keeps embeddings (None: mtkit.core.cache.cache_dir()).
+    cache_folder: where embed_texts keeps embeddings (None: mtkit.core.cache.cache_dir()), and
+        the domain-adapted encoders.
+    domain_adapt: None, or a DomainAdaptConfig: start from the model after masked-token training
+        on the split's non-test texts (their labels are never read), named "... (domain-adapted)".
     """
 
     model: str = field(default="minilm", kw_only=True)
     probe_first: bool = field(default=False, kw_only=True)
     cache_folder: str | None = field(default=None, kw_only=True)
+    domain_adapt: DomainAdaptConfig | None = field(default=None, kw_only=True)
 
     DEFAULT_STRATEGY: ClassVar[str] = "linear_probe"
     LR: ClassVar[dict] = PRETRAINED_LR
@@ -172,40 +180,76 @@ class PretrainedTransformerMethod(ClassifierMethod):
                 f"the pretrained Transformer takes strategy 'linear_probe' or 'full', "
                 f"got {self.chosen_strategy!r}"
             )
+        if self.domain_adapt is not None and not isinstance(self.domain_adapt, DomainAdaptConfig):
+            raise MtkitError(
+                f"domain_adapt must be None or a DomainAdaptConfig, got {self.domain_adapt!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        name = super().name
+        if self.domain_adapt is None or self.title:
+            return name
+        if name.startswith(self.TRACK):
+            return f"{self.TRACK} (domain-adapted){name[len(self.TRACK) :]}"
+        return f"{name} (domain-adapted)"
 
     @property
     def probes_only(self) -> bool:
         """A linear probe and nothing else: it never runs the Transformer after embedding."""
         return self.chosen_strategy == "linear_probe" and self.chosen_addition is None
 
-    def pretrained(self, cache: PretrainCache | None = None) -> PretrainedTextModel:
+    def pretrained(self, cache: PretrainCache | None = None, split=None) -> PretrainedTextModel:
         """The loaded model, on the device training will use; loaded once per PretrainCache.
-        Do not modify it: fine_tuned works on a copy."""
+        With domain_adapt: the model adapted to `split`'s non-test texts (split is needed then),
+        once per PretrainCache and test split. Do not modify it: fine_tuned works on a copy."""
+        return self._start_model(cache, split)[0]
+
+    def _start_model(self, cache, split) -> tuple[PretrainedTextModel, float]:
+        """(the model to start from, seconds its pretraining took: 0 for the plain model)."""
         cache = PretrainCache() if cache is None else cache
+        if self.domain_adapt is None:
+            return cache.remember(("pretrained_text", self.model), self._load)[0], 0.0
+        if split is None:
+            raise MtkitError(
+                "with domain_adapt the starting model depends on the split (it is adapted to "
+                "its non-test texts): pass split= to pretrained() and embeddings()"
+            )
+        texts = non_test_texts(split)  # never a test text; no label is read
+        key = ("domain_adapted_text", self.model, self.domain_adapt, fingerprint(texts))
+        adapted = cache.remember(key, lambda: self._adapt(texts))[0]
+        # The adaptation's own seconds: a disk-cache hit still reports what it cost.
+        return adapted, adapted.result.seconds
 
-        def load():
-            loaded = load_pretrained_text_encoder(self.model)
-            loaded.encoder.to(get_device())
-            return loaded
+    def _load(self) -> PretrainedTextModel:
+        loaded = load_pretrained_text_encoder(self.model)
+        loaded.encoder.to(get_device())
+        return loaded
 
-        return cache.remember(("pretrained_text", self.model), load)[0]
+    def _adapt(self, texts):
+        adapted = domain_adapted_encoder(
+            self.model, texts, self.domain_adapt, folder=self.cache_folder
+        )
+        adapted.encoder.to(get_device())
+        return adapted
 
-    def embeddings(self, texts, cache: PretrainCache | None = None) -> torch.Tensor:
-        """The frozen model's N×width embeddings of `texts`, from the disk cache if it has them."""
-        loaded = self.pretrained(cache)
+    def embeddings(self, texts, cache: PretrainCache | None = None, split=None) -> torch.Tensor:
+        """The frozen model's N×width embeddings of `texts`, from the disk cache if it has them
+        (keyed by the weights, so adapted and plain models never share an entry)."""
+        loaded = self.pretrained(cache, split)
         return embed_texts(loaded.encoder, loaded.tokenizer, texts, folder=self.cache_folder)
 
     def start(self, split, seed, cache):
-        loaded = self.pretrained(cache)
-        return copy.deepcopy(loaded.encoder), loaded.tokenizer, 0.0
+        loaded, seconds = self._start_model(cache, split)
+        return copy.deepcopy(loaded.encoder), loaded.tokenizer, seconds
 
     def prepare(self, classifier, split, cache):
-        classifier.to(next(self.pretrained(cache).encoder.parameters()).device)
+        classifier.to(next(self.pretrained(cache, split).encoder.parameters()).device)
         if self.probes_only:
             set_trainable(classifier.encoder, False)
         known = torch.cat(  # no test text among them
-            [self.embeddings(split.labelled.texts, cache),
-             self.embeddings(split.validation.texts, cache)]
+            [self.embeddings(split.labelled.texts, cache, split),
+             self.embeddings(split.validation.texts, cache, split)]
         )  # fmt: skip
         classifier.feature_mean.copy_(known.mean(dim=0))
         classifier.feature_std.copy_(known.std(dim=0).clamp_min(1e-4))
@@ -222,7 +266,7 @@ class PretrainedTransformerMethod(ClassifierMethod):
             fitted.result = self._probe(fitted.model, split, seed, cache)
             if self.probes_only:
                 return fitted
-        config = self.pretrained(cache).encoder.config
+        config = fitted.model.encoder.config
         labelled = split.labelled.tensors_for(fitted.tokenizer, config.max_length)
         val_ids = split.validation.tensors_for(fitted.tokenizer, config.max_length)[0]
         # Validation runs in order: sorted by length, its batches carry little padding.
@@ -250,8 +294,11 @@ class PretrainedTransformerMethod(ClassifierMethod):
         options = {**PROBE_FINE_TUNE, "progress": False, "seed": seed}
         if self.probes_only:
             options.update(self.options)
-        labelled = (self.embeddings(split.labelled.texts, cache), split.labelled.labels)
-        validation = (self.embeddings(split.validation.texts, cache), split.validation.labels)
+        labelled = (self.embeddings(split.labelled.texts, cache, split), split.labelled.labels)
+        validation = (
+            self.embeddings(split.validation.texts, cache, split),
+            split.validation.labels,
+        )
         result = fine_tune(
             probe, labelled, strategy="linear_probe", validation=validation, **options
         )
@@ -259,12 +306,14 @@ class PretrainedTransformerMethod(ClassifierMethod):
         return result
 
     def predict_proba(self, fitted, data, cache=None) -> torch.Tensor:
-        """N×num_classes probabilities for N texts. A linear probe reads the frozen model's
-        cached embeddings; every other method runs its changed model."""
+        """N×num_classes probabilities for N texts. A linear probe reads the cached embeddings
+        of its frozen encoder (the start model's weights); every other method runs its model."""
         classifier = fitted.model
         if self.probes_only:
             with torch.no_grad():
-                features = self.embeddings(_texts(data), cache).to(classifier.head.weight)
+                features = embed_texts(
+                    classifier.encoder, fitted.tokenizer, _texts(data), folder=self.cache_folder
+                ).to(classifier.head.weight)
                 standardised = (features - classifier.feature_mean) / classifier.feature_std
                 return torch.softmax(classifier.head(standardised), dim=1).cpu()
         ids = encode_texts(_texts(data), fitted.tokenizer, classifier.encoder.config.max_length)

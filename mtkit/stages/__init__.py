@@ -9,6 +9,9 @@ consistency.py the same guesses at every step, made on easy views and learnt on 
 contrastive.py pretrain an image encoder to match two distorted views of each image (SimCLR)
 augment.py     the distortions: small shifts and rotations, and strong ones for the above
 shift.py       adapt a trained classifier to a shifted domain (naive, rehearsal, adapter)
+setfit.py      few-shot text: pull same-class sentence embeddings together, push others apart
+domain_adapt.py  continue a pretrained text model's masked-token training on in-domain text
+distill.py     a small student learns a large teacher's softened predictions
 """
 
 from mtkit.stages import (  # noqa: F401
@@ -16,9 +19,12 @@ from mtkit.stages import (  # noqa: F401
     augment,
     consistency,
     contrastive,
+    distill,
+    domain_adapt,
     finetune,
     method,
     pretrain,
     selftrain,
+    setfit,
     shift,
 )
