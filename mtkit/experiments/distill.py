@@ -243,6 +243,26 @@ def _predictor(method: Method, fitted: FineTuned, cache):
     return lambda texts: method.predict_proba(fitted, texts, cache)
 
 
+def _linear_size(model) -> tuple[int, int]:
+    """(coefficients + intercepts, pickle bytes) of a scikit-learn estimator or Pipeline, whose
+    last step is the linear model."""
+    head = model[-1] if hasattr(model, "steps") else model
+    return int(head.coef_.size + head.intercept_.size), len(pickle.dumps(model))
+
+
+def _size(model) -> tuple[int, int, nn.Module | None]:
+    """(parameters, bytes, the nn.Module to time on the CPU or None) of an nn.Module, a
+    scikit-learn model, or an encoder with a scikit-learn head (SetFit's)."""
+    if isinstance(model, nn.Module):
+        return sum(p.numel() for p in model.parameters()), _module_bytes(model), model
+    encoder = getattr(model, "encoder", None)
+    if isinstance(encoder, nn.Module):
+        head_parameters, head_bytes = _linear_size(model.head)
+        encoder_parameters = sum(p.numel() for p in encoder.parameters())
+        return encoder_parameters + head_parameters, _module_bytes(encoder) + head_bytes, encoder
+    return (*_linear_size(model), None)
+
+
 def footprint(method: Method, fitted: FineTuned, texts, repeats: int = 3, cache=None) -> Footprint:
     """The size and CPU speed of `fitted` (what method.fine_tuned returned) on `texts`.
 
@@ -254,17 +274,11 @@ def footprint(method: Method, fitted: FineTuned, texts, repeats: int = 3, cache=
     texts = list(texts.texts if hasattr(texts, "texts") else texts)
     if not texts:
         raise MtkitError("footprint needs at least one text to time")
-    model = fitted.model
+    parameters, model_bytes, module = _size(fitted.model)
     device = None
-    if isinstance(model, nn.Module):
-        parameters = sum(p.numel() for p in model.parameters())
-        model_bytes = _module_bytes(model)
-        device = next(model.parameters(), torch.empty(0)).device
-        model.cpu()
-    else:  # a scikit-learn estimator or Pipeline: its last step is the linear model
-        head = model[-1] if hasattr(model, "steps") else model
-        parameters = int(head.coef_.size + head.intercept_.size)
-        model_bytes = len(pickle.dumps(model))
+    if module is not None:
+        device = next(module.parameters(), torch.empty(0)).device
+        module.cpu()
     try:
         run, best = _predictor(method, fitted, cache), float("inf")
         for _ in range(repeats):
@@ -273,7 +287,7 @@ def footprint(method: Method, fitted: FineTuned, texts, repeats: int = 3, cache=
             best = min(best, time.perf_counter() - started)
     finally:
         if device is not None:
-            model.to(device)
+            module.to(device)
     ms = 1000 * best * 1000 / len(texts)
     return Footprint(parameters, model_bytes, _tokenizer_bytes(fitted.tokenizer), ms)
 

@@ -14,6 +14,7 @@ from mtkit.experiments.baselines import TfidfLogisticBaseline
 from mtkit.experiments.distill import DistilledMethod, _predictor, footprint
 from mtkit.experiments.pretrained import PretrainedTransformerMethod
 from mtkit.experiments.protocol import PretrainCache
+from mtkit.experiments.setfit import SetFitMethod
 from mtkit.stages.pretrain import TextPretrainConfig
 
 TINY = TextPretrainConfig(vocab_size=60, max_length=8, width=16, depth=1, heads=2, epochs=1)
@@ -158,3 +159,13 @@ def test_a_linear_probe_is_timed_running_its_transformer_with_the_same_predictio
     probe = method.predict_proba(fitted, split.test.texts)  # from cached embeddings
     deployed = _predictor(method, fitted, None)(split.test.texts)  # what footprint timed
     assert torch.allclose(probe, deployed, atol=1e-4)
+
+
+def test_footprint_of_setfit_counts_its_encoder_and_its_scikit_learn_head():
+    split = few_labels(sentiment_texts(60), 4, test_size=12, seed=0)
+    method = SetFitMethod(pairs_per_text=0)  # the head alone: no pair training, quick
+    fitted = method.fine_tuned(split, 0, PretrainCache())
+    found = footprint(method, fitted, split.test.texts, repeats=1)
+    encoder = sum(p.numel() for p in fitted.model.encoder.parameters())
+    assert found.parameters == encoder + fitted.model.head_parameters()
+    assert found.model_bytes > 4 * encoder and found.ms_per_1000 > 0
