@@ -3,6 +3,7 @@
 from mtkit import _moved, evaluation, experiments, models, pipeline, plots, stages
 from mtkit.core.checkpoint import (
     CheckpointError,
+    DiskFullError,
     load_checkpoint,
     load_model_state,
     save_checkpoint,
@@ -231,6 +232,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CheckpointError",
+    "DiskFullError",
     "DatasetUnavailable",
     "DenseAutoencoder",
     "EarlyStopping",

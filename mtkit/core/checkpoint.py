@@ -12,8 +12,8 @@ A checkpoint file is `torch.save({"state_dict": ..., "metadata_json": "..."})`:
 
 `save_state` / `load_state` store nested training state (an optimizer's state_dict, random
 number generator states, a History) the same way: the tensors as a flat state_dict, the
-structure around them as JSON. `write_atomically` is the temp-file-and-rename step on its own,
-for JSON and text files.
+structure around them as JSON. `write_atomically` (from mtkit.core.atomic) is the
+temp-file-and-rename step on its own, for JSON and text files; a full disk raises DiskFullError.
 """
 
 from __future__ import annotations
@@ -23,17 +23,18 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 import pickle
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+# Re-exported, so `from mtkit.core.checkpoint import write_atomically` keeps working.
+from mtkit.core.atomic import DiskFullError as DiskFullError
+from mtkit.core.atomic import write_atomically
 from mtkit.core.utils import MtkitError
 
 FORMAT = "mtkit-checkpoint/2"
@@ -84,47 +85,6 @@ def _metadata_hash(metadata: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def write_atomically(path, write: Callable, mode: str = "wb") -> Path:
-    """Create `path` by calling write(file) on a temp file beside it, then renaming it over
-    `path`; returns the path.
-
-    The bytes are flushed and fsynced before the rename, and the folder after it, so `path`
-    holds either the old file or the whole new one, never a part, even if the process is
-    killed or the machine loses power. If `write` fails, the temp file is removed and `path`
-    is left as it was. Parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file lives in the same folder so os.replace is an atomic rename.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}  # as written
-        with os.fdopen(fd, mode, **text) as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp_name, path)
-    except BaseException:  # includes KeyboardInterrupt: never leave a half-written temp file
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (POSIX); some systems cannot open folders: skip."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _check_state_dict(state_dict, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(state_dict, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
@@ -140,7 +100,8 @@ def save_checkpoint(path, state_dict: dict, metadata: dict | None = None) -> Pat
     objects as their str().
     The keys `format`, `mtkit_version`, `content_hash` and `metadata_hash` are added (and
     overwritten). Parent directories are created. If anything fails, no partial file is left
-    behind (see write_atomically).
+    behind and an old file at `path` is unchanged (see write_atomically); a full disk raises
+    DiskFullError.
     """
     path = Path(path)
     state_dict = _check_state_dict(state_dict, f"cannot save checkpoint {path}")

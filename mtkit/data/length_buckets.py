@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -58,3 +59,33 @@ class LengthBuckets:
         for index in torch.randperm(len(batches)).tolist():
             rows = batches[index]
             yield tuple(t[rows] for t in self._tensors)
+
+
+# Batches that depend on (seed, step) alone, so a resumed run sees exactly the batches an
+# uninterrupted one would (mtkit.stages.domain_adapt).
+GROUP = 50  # batches sorted by length together (see batch_rows)
+
+
+def seeded_generator(*numbers) -> torch.Generator:
+    """A generator seeded by `numbers` (seed, "mask", step...): same numbers, same draws."""
+    seed = int(hashlib.sha256(repr(numbers).encode()).hexdigest()[:15], 16)
+    return torch.Generator().manual_seed(seed)
+
+
+def batch_rows(step: int, lengths: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
+    """The rows (batch_size,) int64 of the texts step `step` trains on, given N text lengths.
+
+    The texts are read in a fresh random order each epoch; each run of GROUP batches of it is
+    sorted by length, cut into batches and shuffled, so a batch holds texts of similar length and
+    little padding (1.5 s a step instead of 2.0 on a CPU). Rows depend on step and seed alone."""
+    count, group = len(lengths), step // GROUP
+    positions = torch.arange(group * GROUP * batch_size, (group + 1) * GROUP * batch_size)
+    epochs, places = positions // count, positions % count
+    rows = torch.empty_like(positions)
+    for epoch in epochs.unique().tolist():
+        order = torch.randperm(count, generator=seeded_generator(seed, "order", epoch))
+        rows[epochs == epoch] = order[places[epochs == epoch]]
+    rows = rows[torch.argsort(lengths[rows], stable=True)].reshape(GROUP, batch_size)
+    return rows[
+        torch.randperm(GROUP, generator=seeded_generator(seed, "batches", group))[step % GROUP]
+    ]

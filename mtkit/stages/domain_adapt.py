@@ -11,7 +11,7 @@ used, move it towards their words and style (ULMFiT, Howard & Ruder, 2018; Gurur
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from mtkit.core.cache import cache_dir, cache_key, fingerprint, load_or_build
 from mtkit.core.checkpoint import CheckpointError, content_hash, load_state, save_state
 from mtkit.core.utils import MtkitError, check_positive, get_device
+from mtkit.data.length_buckets import batch_rows, seeded_generator
 from mtkit.data.tokenizer import _check_texts
 from mtkit.models.pretrained import PretrainedTextModel, load_pretrained_text_encoder
 from mtkit.models.text import trim_padding
@@ -34,7 +35,6 @@ CLIP_NORM = 1.0  # BERT's; the fresh head's first gradients are large
 # Fields that only say when to stop or save: a checkpoint of a run with other values of them
 # followed the same path, so it may be resumed (e.g. with a larger max_steps or time budget).
 STOPPING_FIELDS = ("max_steps", "time_budget_s", "checkpoint_every")
-GROUP = 50  # batches sorted by length together (see batch_rows)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def masked_lm_loss(encoder, head, tokenizer, texts, *, max_length: int = 64,
     ids = tokenizer.encode(_check_texts(texts), max_length=max_length)
     masking = {"mask_id": tokenizer.mask_id, "first_word": first_word_id(tokenizer),
                "vocab_size": encoder.config.vocab_size, "probability": probability}  # fmt: skip
-    inputs, targets = mask_word_pieces(ids, **masking, generator=_generator(seed, "held out"))
+    inputs, targets = mask_word_pieces(ids, **masking, generator=seeded_generator(seed, "held out"))
     encoder.eval()
     head.eval()
     total = 0.0
@@ -176,29 +176,6 @@ def masked_lm_loss(encoder, head, tokenizer, texts, *, max_length: int = 64,
         rows = slice(start, start + batch_size)
         total += _guess_loss(encoder, head, inputs[rows], targets[rows], "sum").item()
     return total / max(int((targets != -100).sum()), 1)
-
-
-def _generator(*numbers) -> torch.Generator:
-    """A generator seeded by `numbers` (seed, "mask", step...): same numbers, same draws."""
-    seed = int(hashlib.sha256(repr(numbers).encode()).hexdigest()[:15], 16)
-    return torch.Generator().manual_seed(seed)
-
-
-def batch_rows(step: int, lengths: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
-    """The rows (batch_size,) int64 of the texts step `step` trains on, given N text lengths.
-
-    The texts are read in a fresh random order each epoch; each run of GROUP batches of it is
-    sorted by length, cut into batches and shuffled, so a batch holds texts of similar length and
-    little padding (1.5 s a step instead of 2.0 on a CPU). Rows depend on step and seed alone."""
-    count, group = len(lengths), step // GROUP
-    positions = torch.arange(group * GROUP * batch_size, (group + 1) * GROUP * batch_size)
-    epochs, places = positions // count, positions % count
-    rows = torch.empty_like(positions)
-    for epoch in epochs.unique().tolist():
-        order = torch.randperm(count, generator=_generator(seed, "order", epoch))
-        rows[epochs == epoch] = order[places[epochs == epoch]]
-    rows = rows[torch.argsort(lengths[rows], stable=True)].reshape(GROUP, batch_size)
-    return rows[torch.randperm(GROUP, generator=_generator(seed, "batches", group))[step % GROUP]]
 
 
 @dataclass
@@ -242,11 +219,16 @@ def continue_masked_lm(encoder, tokenizer, texts, config: DomainAdaptConfig | No
                "vocab_size": encoder.config.vocab_size,
                "probability": config.mask_probability}  # fmt: skip
 
-    def save():
-        if checkpoint_path is not None:
-            state = {"encoder": encoder.state_dict(), "head": head.state_dict(),
-                     "optimizer": optimizer.state_dict(), **asdict(result)}  # fmt: skip
-            save_state(checkpoint_path, state, identity)
+    def save():  # the resume checkpoint is a convenience: a full disk must not end training
+        nonlocal checkpoint_path
+        state = {"encoder": encoder.state_dict(), "head": head.state_dict(),
+                 "optimizer": optimizer.state_dict(), **asdict(result)}  # fmt: skip
+        try:
+            if checkpoint_path is not None:
+                save_state(checkpoint_path, state, identity)
+        except (OSError, MtkitError) as error:
+            warnings.warn(f"training goes on without a resume checkpoint: {error}", stacklevel=2)
+            checkpoint_path = None
 
     device = encoder.token_embedding.weight.device
     bar = tqdm(total=config.max_steps, initial=result.steps, desc="adapt", disable=not progress)
@@ -295,7 +277,7 @@ def _resume(path, identity: dict, encoder, head, optimizer) -> DomainAdaptResult
         return DomainAdaptResult()
     try:
         state, _ = load_state(path, expected=identity)
-    except CheckpointError as error:
+    except (CheckpointError, OSError) as error:
         warnings.warn(f"starting afresh, not resuming from {path}: {error}", stacklevel=3)
         return DomainAdaptResult()
     encoder.load_state_dict(state["encoder"])
@@ -310,8 +292,8 @@ def _forward_backward(encoder, head, ids, masking: dict, config, step: int) -> f
     hidden pieces are seeded by (seed, step)."""
     encoder.train()
     head.train()
-    torch.manual_seed(_generator(config.seed, "dropout", step).initial_seed())
-    generator = _generator(config.seed, "mask", step)
+    torch.manual_seed(seeded_generator(config.seed, "dropout", step).initial_seed())
+    generator = seeded_generator(config.seed, "mask", step)
     inputs, targets = mask_word_pieces(ids, **masking, generator=generator)
     loss = _guess_loss(encoder, head, inputs, targets, encoder_grad=config.lr > 0)
     if loss.requires_grad:  # a tiny batch may hide nothing
@@ -368,7 +350,8 @@ def domain_adapted_encoder(model: str = "minilm", texts=(), config: DomainAdaptC
         return state, {"model": model, "result": asdict(result)}
 
     state, metadata, from_cache = load_or_build(path, key, build)
-    resume_path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the cache folder may be unusable: nothing to remove
+        resume_path.unlink(missing_ok=True)
     loaded = load_pretrained_text_encoder(model)
     loaded.encoder.load_state_dict({k[8:]: v for k, v in state.items() if k[:8] == "encoder."})
     head = MaskedLMHead.for_encoder(loaded.encoder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pathlib
 import pickle
 import random
@@ -18,6 +19,7 @@ from torch import nn
 from mtkit.core.checkpoint import (
     FORMAT,
     CheckpointError,
+    DiskFullError,
     load_checkpoint,
     load_model_state,
     load_state,
@@ -116,6 +118,28 @@ def test_failed_save_leaves_no_temp_file_and_keeps_the_old_checkpoint(
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
     state, _ = load_checkpoint(path)
     assert torch.equal(state["w"], torch.zeros(2))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_save_model_on_a_full_disk_says_so_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """torch's own C++ writer meets a real ENOSPC (writing to /dev/full) and says only
+    "unexpected pos ..."; the error names the file and the cause."""
+    from mtkit.core import atomic
+
+    path = save_model(tmp_path / "model.pt", TinyNet())
+    before = path.read_bytes()
+    real_mkstemp = atomic.tempfile.mkstemp
+
+    def temp_file_on_a_full_disk(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)  # the temp file exists, as on a real disk
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", temp_file_on_a_full_disk)
+    with pytest.raises(DiskFullError, match=r"model\.pt: no space left on device"):
+        save_model(path, TinyNet(TinyConfig((4, 64, 2))))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.pt"] and path.read_bytes() == before
 
 
 def test_missing_file(tmp_path):

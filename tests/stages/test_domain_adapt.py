@@ -251,3 +251,17 @@ def test_masked_word_guesses_gives_top_k_word_pieces_per_mask(minilm):
     assert not any(piece.startswith("[") for row in guesses for piece in row)
     with pytest.raises(MtkitError, match="no \\[MASK\\]"):
         masked_word_guesses(encoder, head, minilm.tokenizer, "nothing hidden here")
+
+
+def test_an_unusable_cache_folder_costs_no_training(tmp_path):
+    """MTKIT_CACHE naming a regular file: neither the resume checkpoint nor the cache entry can
+    be written, and the adapted encoder still comes back, with warnings saying why."""
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("I am a file")
+    with pytest.warns(UserWarning) as caught:
+        adapted = domain_adapted_encoder("minilm", TWEETS, CACHED, folder=not_a_folder)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "without a resume checkpoint" in messages and "not cached" in messages
+    assert adapted.result.steps == CACHED.max_steps and not adapted.from_cache
+    ids = adapted.tokenizer.encode(TWEETS[:2], max_length=16)
+    assert torch.isfinite(adapted.encoder(ids)).all()
