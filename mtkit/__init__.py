@@ -59,7 +59,7 @@ from mtkit.evaluation.stats import (
     mean_and_spread,
     paired_comparison,
 )
-from mtkit.experiments.distill import DistilledMethod, footprint
+from mtkit.experiments.distill import DistilledMethod, TrainedOnce, footprint
 from mtkit.experiments.pretrained import PretrainedTransformerMethod, embed_texts
 from mtkit.experiments.setfit import SetFitMethod
 from mtkit.models import (
@@ -158,6 +158,7 @@ __all__ = [
     "embed_texts",
     "SetFitMethod",
     "DistilledMethod",
+    "TrainedOnce",
     "footprint",
     "sentence_pairs",
     "cosine_similarity_loss",

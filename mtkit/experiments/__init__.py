@@ -20,7 +20,7 @@ from mtkit.experiments.baselines import (
     PCALogisticBaseline,
     TfidfLogisticBaseline,
 )
-from mtkit.experiments.distill import DistilledMethod, Footprint, footprint
+from mtkit.experiments.distill import DistilledMethod, Footprint, TrainedOnce, footprint
 from mtkit.experiments.efficiency import (
     EfficiencyRow,
     LabelEfficiencyTable,
@@ -77,6 +77,7 @@ __all__ = [
     "SummaryRow",
     "TextFineTuneMethod",
     "TfidfLogisticBaseline",
+    "TrainedOnce",
     "default_methods",
     "default_text_methods",
     "embed_texts",

@@ -53,11 +53,12 @@ DISTILL_OPTIONS = {
 
 
 def teacher_key(teacher: Method, split: FewLabelSplit, seed: int) -> tuple:
-    """The PretrainCache key of `teacher` trained on `split` with `seed`: its name, the seed and
-    the exact labelled and validation examples (their positions in the dataset)."""
+    """The PretrainCache key of `teacher` trained on `split` with `seed`: its settings, the seed
+    and the exact labelled and validation examples (their positions in the dataset)."""
     return (
         "teacher",
-        teacher.name,
+        # repr, not name: two SetFit teachers with different pairs_per_text share a name
+        repr(teacher),
         seed,
         np.asarray(split.labelled_indices).tobytes(),
         np.asarray(split.validation_indices).tobytes(),
@@ -240,6 +241,10 @@ def _predictor(method: Method, fitted: FineTuned, cache):
         model, tokenizer = fitted.model, fitted.tokenizer
         length = model.encoder.config.max_length
         return lambda texts: predict_by_length(model, encode_texts(texts, tokenizer, length))
+    if getattr(fitted.model, "frozen", False):
+        # A frozen SetFit encoder reads its embeddings from the disk cache; deployed, it runs.
+        running = dataclasses.replace(fitted.model, frozen=False)
+        return lambda texts: running.predict_proba(texts, fitted.tokenizer)
     return lambda texts: method.predict_proba(fitted, texts, cache)
 
 
@@ -297,6 +302,7 @@ __all__ = [
     "STUDENTS",
     "DistilledMethod",
     "Footprint",
+    "TrainedOnce",
     "fitted_teacher",
     "footprint",
     "teacher_key",

@@ -11,7 +11,7 @@ import torch
 from mtkit.core.utils import MtkitError
 from mtkit.data import TextDataset, few_labels
 from mtkit.experiments.baselines import TfidfLogisticBaseline
-from mtkit.experiments.distill import DistilledMethod, _predictor, footprint
+from mtkit.experiments.distill import DistilledMethod, _predictor, footprint, teacher_key
 from mtkit.experiments.pretrained import PretrainedTransformerMethod
 from mtkit.experiments.protocol import PretrainCache
 from mtkit.experiments.setfit import SetFitMethod
@@ -169,3 +169,16 @@ def test_footprint_of_setfit_counts_its_encoder_and_its_scikit_learn_head():
     encoder = sum(p.numel() for p in fitted.model.encoder.parameters())
     assert found.parameters == encoder + fitted.model.head_parameters()
     assert found.model_bytes > 4 * encoder and found.ms_per_1000 > 0
+    # Deployed, the frozen encoder runs: footprint times it, not a read of the embedding cache.
+    running = []
+    fitted.model.encoder.register_forward_hook(lambda *args: running.append(1))
+    deployed = _predictor(method, fitted, None)(split.test.texts)
+    assert running and torch.allclose(deployed, method.predict_proba(fitted, split.test.texts))
+
+
+def test_teachers_with_the_same_name_but_other_settings_are_cached_apart():
+    split = blind_split()
+    quick, longer = SetFitMethod(pairs_per_text=0), SetFitMethod(pairs_per_text=0, head_c=0.1)
+    assert quick.name == longer.name
+    assert teacher_key(quick, split, 0) != teacher_key(longer, split, 0)
+    assert teacher_key(quick, split, 0) == teacher_key(SetFitMethod(pairs_per_text=0), split, 0)

@@ -51,7 +51,7 @@ def small_config(**overrides) -> PipelineConfig:
 # writes a marker file and sleeps until the parent kills it with SIGKILL.
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import resource, sys, time
     from pathlib import Path
     import torch
     from mtkit.pipeline import run_config, training_state
@@ -71,8 +71,18 @@ CHILD = textwrap.dedent(
             self.batches += 1
             where = (str(self.fits), str(trainer.epoch), str(self.batches))
             if where == (fit_number, epoch, batch):
-                Path(marker).touch()
+                Path(marker).write_text(str(peak_resident_mb()))
                 time.sleep(600)
+
+    def peak_resident_mb():
+        # VmHWM is this process's own high-water mark; ru_maxrss as the parent reads it
+        # from wait4 also counts the parent's memory at fork time (Linux keeps it over exec).
+        status = Path("/proc/self/status")
+        if status.exists():
+            line = next(l for l in status.read_text().splitlines() if l.startswith("VmHWM:"))
+            return int(line.split()[1]) / 1024
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
     run_config(config, runs_dir=runs_dir, callbacks=[PauseForTheKill()])
     """
@@ -87,17 +97,17 @@ def run_until_killed(tmp_path, config, runs_dir, fit_number, epoch, batch) -> fl
     args += [str(fit_number), str(epoch), str(batch), str(marker)]
     child = subprocess.Popen([sys.executable, "-c", CHILD, *args], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600  # generous: a busy CI machine imports torch slowly
-    while not marker.exists():
+    while not marker.exists() or not marker.read_text():
         if child.poll() is not None:
             raise AssertionError(f"the child ended early:\n{child.stderr.read().decode()}")
         assert time.monotonic() < deadline, "the child never reached its pause"
         time.sleep(0.05)
     os.kill(child.pid, signal.SIGKILL)
-    _, status, usage = os.wait4(child.pid, 0)  # wait, and read what the child used
+    _, status, _ = os.wait4(child.pid, 0)
     child.returncode = -signal.SIGKILL  # reaped above: tell Popen
     child.stderr.close()
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    return float(marker.read_text())
 
 
 class Crash(Exception):
