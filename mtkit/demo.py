@@ -9,7 +9,7 @@ The whole multi-stage pipeline, on both embedded datasets, over several seeds:
 
 Each run is an ordinary pipeline run (mtkit.pipeline) with its own run folder; the demo prints
 one table (stage, method, how the stages ended, test accuracy mean ± std over seeds, seconds)
-and saves results.json and two figures. The configs are the ones in configs/ (a test keeps
+and saves results.json and two figures. The configs are the ones in mtkit/configs/ (a test keeps
 them equal). Digits vary the labelled examples and the training seed; tweets keep one split
 and one pretrained encoder (pretraining takes minutes, so it is cached under ~/.cache/mtkit or
 $MTKIT_CACHE after the first run) and vary the fine-tuning seed.
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtkit.core.checkpoint import write_atomically
+from mtkit.core.files import check_folder
 from mtkit.core.utils import MtkitError, check_positive
 from mtkit.pipeline import (
     AdaptConfig,
@@ -126,7 +127,7 @@ def run_demo(
     unknown = [name for name in datasets if name not in DATASETS]
     if unknown or not datasets:
         raise MtkitError(f"unknown dataset {unknown or datasets}; choose from {list(DATASETS)}")
-    out_dir = Path(out_dir)
+    out_dir = check_folder("out_dir", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows, first_runs = [], {}

@@ -336,7 +336,7 @@ CATALOGUE: dict[str, Bad] = {
         r"unknown strategy 'fulll'; choose one of",
     ),
     "fine_tune unlabelled data": Bad(
-        lambda: mt.fine_tune(classifier(), split().unlabelled), "fine-tuning needs labelled data"
+        lambda: mt.fine_tune(classifier(), split().unlabelled), "needs labelled data"
     ),
     "fine_tune labels out of range": Bad(
         lambda: mt.fine_tune(classifier(num_classes=3), split().labelled),
@@ -346,10 +346,12 @@ CATALOGUE: dict[str, Bad] = {
         lambda: mt.fine_tune(nn.Linear(64, 10), split().labelled), "needs a mtkit Classifier"
     ),
     "fine_tune dropout 1.5": Bad(
-        lambda: mt.fine_tune(classifier(), split().labelled, dropout=1.5), "dropout must be in"
+        lambda: mt.fine_tune(classifier(), split().labelled, dropout=1.5),
+        r"dropout must be a finite number in \[0, 1\)",
     ),
     "fine_tune lr_decay 0": Bad(
-        lambda: mt.fine_tune(classifier(), split().labelled, lr_decay=0), "lr_decay must be in"
+        lambda: mt.fine_tune(classifier(), split().labelled, lr_decay=0),
+        r"lr_decay must be a .* in \(0, 1\]",
     ),
     "fine_tune class_balance": Bad(
         lambda: mt.fine_tune(classifier(), split().labelled, class_balance="smote"),

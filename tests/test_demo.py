@@ -43,6 +43,6 @@ def test_demo_rejects_nonsense(capsys, tmp_path):
 
 
 def test_the_shipped_configs_are_the_demo_pipelines():
-    configs = Path(__file__).parents[1] / "configs"
+    configs = Path(__file__).parents[1] / "mtkit" / "configs"
     assert load_config(configs / "digits_pipeline.toml") == digits_config()
     assert load_config(configs / "tweets_pipeline.toml") == tweets_config()

@@ -85,6 +85,8 @@ def _parts(data, tokenizer, max_length) -> tuple:
     if hasattr(data, "texts"):
         encoded = _encoded(data, tokenizer, max_length)
         return encoded[0], (encoded[1] if len(encoded) > 1 else None)
+    if isinstance(data, (tuple, list)) and data and isinstance(data[0], np.ndarray):
+        return torch.as_tensor(data[0]), (torch.as_tensor(data[1]) if len(data) > 1 else None)
     if isinstance(data, (tuple, list)) and data and isinstance(data[0], torch.Tensor):
         return data[0], (data[1] if len(data) > 1 else None)
     if hasattr(data, "tensors"):

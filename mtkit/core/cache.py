@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from mtkit.core.checkpoint import CheckpointError, _mtkit_version, load_checkpoint, save_checkpoint
+from mtkit.core.files import check_name
 from mtkit.core.utils import MtkitError
 
 
@@ -35,6 +36,20 @@ def cache_dir(folder: str | os.PathLike | None = None) -> Path:
         return Path(folder).expanduser()
     except RuntimeError:  # no home folder to expand "~" to (e.g. HOME unset in a container)
         return Path(tempfile.gettempdir()) / "mtkit-cache"
+
+
+def cache_path(*parts: str, folder: str | os.PathLike | None = None) -> Path:
+    """The path of a cache entry: cache_dir(folder) / "-".join(parts) + ".pt", e.g.
+    cache_path("text-encoder", key) -> ~/.cache/mtkit/text-encoder-<key>.pt.
+
+    The name is checked with mtkit.core.files.check_name (a model name such as "org/model"
+    would otherwise become a folder, and "../x" a file outside the cache): MtkitError if it
+    cannot be one plain file name.
+    """
+    # No resolving of symlinks here: a cache folder that cannot be searched must not fail the
+    # caller (see cache_dir); a plain name cannot leave its folder by itself.
+    name = "-".join(check_name("a cache entry's name (each part)", p) for p in parts)
+    return cache_dir(folder) / check_name("a cache entry's name", name + ".pt")
 
 
 def cache_key(**parts) -> str:
@@ -65,6 +80,8 @@ def load_or_build(path: Path, key: str, build, keep=None):
     result is returned all the same: nothing is left behind but an old entry, if any.
     """
     path = Path(path)
+    check_name("a cache key", key)  # it is part of the entry's file name (see cache_path)
+    check_name("a cache entry's name", path.name)
     try:
         exists = path.exists()
     except OSError:  # e.g. a folder on the way that may not be searched

@@ -7,6 +7,9 @@
     Checkpoint       save the model after each epoch (only on improvement by default)
     LambdaCallback   a callback from plain functions, handy in notebooks
 
+    TrainingDiverged the error fit raises when the loss becomes NaN or infinite
+    check_callbacks  what fit accepts as callbacks
+
 `fit` lives in mtkit/core/train.py, which re-exports all of these.
 """
 
@@ -73,6 +76,41 @@ class History:
         return ax
 
 
+class TrainingDiverged(MtkitError):
+    """The loss became NaN or infinite. `.history` holds the epochs recorded before that."""
+
+    def __init__(self, message: str, history: History):
+        super().__init__(message)
+        self.history = history
+
+
+def loss_and_metrics(output) -> tuple[torch.Tensor, dict]:
+    """What a loss_fn returned as (scalar loss tensor, {metric name: value})."""
+    loss, metrics = output if isinstance(output, tuple) else (output, {})
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise MtkitError("loss_fn must return a scalar loss tensor, or (loss, {name: value}).")
+    return loss, metrics
+
+
+class RunningMeans:
+    """Batch-size-weighted sums of the loss and metrics, kept as tensors: no GPU sync per batch.
+    `means(prefix)` gives one epoch's values of a History record, e.g. {"train_loss": 0.3}."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, size: int, loss: torch.Tensor, metrics: dict) -> None:
+        self.count += size
+        for key, value in {"loss": loss, **metrics}.items():
+            value = value.detach() if isinstance(value, torch.Tensor) else value
+            self.sums[key] = self.sums.get(key, 0.0) + value * size
+
+    def means(self, prefix: str) -> dict:
+        if self.count == 0:
+            raise MtkitError(f"the {prefix}data yielded no batches")
+        return {prefix + key: float(total) / self.count for key, total in self.sums.items()}
+
+
 @dataclass
 class TrainerState:
     """What callbacks see. Set `stop_training = True` (and `stop_reason`) to end after this epoch.
@@ -106,6 +144,36 @@ class Callback:
     def on_batch_end(self, trainer: TrainerState) -> None: ...
     def on_epoch_end(self, trainer: TrainerState) -> None: ...
     def on_train_end(self, trainer: TrainerState) -> None: ...
+
+
+def check_callbacks(callbacks) -> list[Callback]:
+    """`callbacks` (one Callback, or an iterable of them) as a list; MtkitError naming
+    `callbacks` for anything else, e.g. the class EarlyStopping where EarlyStopping() belongs."""
+    if isinstance(callbacks, (Callback, type)):
+        _check_callback("callbacks", callbacks)
+        return [callbacks]
+    if isinstance(callbacks, (str, bytes, dict)) or not hasattr(callbacks, "__iter__"):
+        raise MtkitError(
+            "callbacks must be a Callback or a list of them, e.g. [EarlyStopping(patience=3)], "
+            f"got {type(callbacks).__name__}"
+        )
+    callbacks = list(callbacks)
+    for index, callback in enumerate(callbacks):
+        _check_callback(f"callbacks[{index}]", callback)
+    return callbacks
+
+
+def _check_callback(name: str, callback) -> None:
+    if isinstance(callback, type) and issubclass(callback, Callback):
+        raise MtkitError(
+            f"{name} is the class {callback.__name__}, not a callback: instantiate it, "
+            f"e.g. {callback.__name__}()"
+        )
+    if not isinstance(callback, Callback):
+        raise MtkitError(
+            f"{name} must be a Callback instance (e.g. EarlyStopping(), "
+            f"LambdaCallback(on_epoch_end=fn)), got {type(callback).__name__} {callback!r:.60}"
+        )
 
 
 def improved(value: float, best: float | None, monitor: str, min_delta: float = 0.0) -> bool:

@@ -35,6 +35,7 @@ from torch import nn
 # Re-exported, so `from mtkit.core.checkpoint import write_atomically` keeps working.
 from mtkit.core.atomic import DiskFullError as DiskFullError
 from mtkit.core.atomic import write_atomically
+from mtkit.core.files import check_json_depth, parse_json
 from mtkit.core.utils import MtkitError
 
 FORMAT = "mtkit-checkpoint/2"
@@ -113,11 +114,16 @@ def save_checkpoint(path, state_dict: dict, metadata: dict | None = None) -> Pat
         "mtkit_version": _mtkit_version(),
         "content_hash": content_hash(state_dict),
     }
-    metadata["metadata_hash"] = _metadata_hash(metadata)
-    payload = {
-        "state_dict": state_dict,
-        "metadata_json": json.dumps(metadata, default=_json_default),
-    }
+    where = f"cannot save checkpoint {path}: its metadata"
+    try:  # never write what load_checkpoint would refuse to read back
+        metadata["metadata_hash"] = _metadata_hash(metadata)
+        metadata_json = json.dumps(metadata, default=_json_default)
+        check_json_depth(metadata_json, where)
+    except RecursionError:  # json.dumps met metadata nested thousands of levels deep
+        raise CheckpointError(f"{where} is nested too deeply") from None
+    except MtkitError as error:
+        raise CheckpointError(str(error)) from None
+    payload = {"state_dict": state_dict, "metadata_json": metadata_json}
     return write_atomically(path, lambda file: torch.save(payload, file))
 
 
@@ -184,10 +190,10 @@ def load_checkpoint(path, expected: dict | None = None) -> tuple[dict, dict]:
             f"{path} is not an mtkit checkpoint (it holds a {what}, not the dict written by "
             "save_checkpoint); was it written with plain torch.save?"
         )
-    try:
-        metadata = json.loads(payload["metadata_json"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: its metadata is not valid JSON ({error})") from error
+    try:  # bounded nesting: metadata nested thousands deep is an error, not a RecursionError
+        metadata = parse_json(payload["metadata_json"], f"{path}: its metadata")
+    except MtkitError as error:
+        raise CheckpointError(str(error)) from None
     if not isinstance(metadata, dict) or metadata.get("format") not in _READABLE_FORMATS:
         found = metadata.get("format") if isinstance(metadata, dict) else None
         raise CheckpointError(f"{path}: unknown checkpoint format {found!r}; expected {FORMAT!r}")

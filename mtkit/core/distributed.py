@@ -4,7 +4,7 @@
 `python -m mtkit run` command does) and launch it with
 
     torchrun --standalone --nproc_per_node=2 my_script.py         # 2 processes, this machine
-    torchrun --standalone --nproc_per_node=2 -m mtkit run configs/digits_pipeline.toml
+    torchrun --standalone --nproc_per_node=2 -m mtkit run mtkit/configs/digits_pipeline.toml
 
 What happens (data parallelism, as torch's DistributedDataParallel does it):
 1. Every process holds a whole copy of the model; DDP copies rank 0's weights to the others

@@ -28,21 +28,18 @@ from mtkit.core.callbacks import (  # noqa: F401
     EarlyStopping,
     History,
     LambdaCallback,
+    RunningMeans,
     TrainerState,
+    TrainingDiverged,
+    check_callbacks,
     improved,
+    loss_and_metrics,
 )
+from mtkit.core.interrupts import hold_interrupts, import_lazy_torch_modules
 from mtkit.core.utils import MtkitError, check_choice, check_positive, get_device, seed_everything
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = (None, "cosine", "one_cycle")
-
-
-class TrainingDiverged(MtkitError):
-    """The loss became NaN or infinite. `.history` holds the epochs recorded before that."""
-
-    def __init__(self, message: str, history: History):
-        super().__init__(message)
-        self.history = history
 
 
 def _prepare_data(data, name: str, device: torch.device):
@@ -88,31 +85,6 @@ def _batches(data, batch_size: int, device: torch.device, shuffle: bool):
         yield tuple(t.to(device, non_blocking=True) for t in batch)
 
 
-def _loss_and_metrics(output) -> tuple[torch.Tensor, dict]:
-    loss, metrics = output if isinstance(output, tuple) else (output, {})
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise MtkitError("loss_fn must return a scalar loss tensor, or (loss, {name: value}).")
-    return loss, metrics
-
-
-class _RunningMeans:
-    """Batch-size-weighted sums of the loss and metrics, kept as tensors: no GPU sync per batch."""
-
-    def __init__(self):
-        self.sums, self.count = {}, 0
-
-    def add(self, size: int, loss: torch.Tensor, metrics: dict) -> None:
-        self.count += size
-        for key, value in {"loss": loss, **metrics}.items():
-            value = value.detach() if isinstance(value, torch.Tensor) else value
-            self.sums[key] = self.sums.get(key, 0.0) + value * size
-
-    def means(self, prefix: str) -> dict:
-        if self.count == 0:
-            raise MtkitError(f"the {prefix}data yielded no batches")
-        return {prefix + key: float(total) / self.count for key, total in self.sums.items()}
-
-
 def fit(
     model: nn.Module,
     loss_fn,
@@ -148,10 +120,12 @@ def fit(
     monitor: the validation metric whose best epoch's weights are kept and, with restore_best,
         loaded back at the end. "loss" metrics are minimised, others maximised.
     amp: mixed precision on CUDA; ignored with a warning elsewhere.
-    Raises MtkitError for bad arguments, and TrainingDiverged (after restoring the best weights)
-    as soon as a training loss is NaN or infinite, before that step touches the weights.
-    A KeyboardInterrupt stops training cleanly, restores the best weights and returns the
-    History so far. Callbacks' on_train_end runs unless an exception leaves fit.
+    Raises MtkitError for bad arguments (e.g. a callback class, not an instance; an optimizer
+    holding none of the model's trainable parameters), and TrainingDiverged (after restoring the
+    best weights) as soon as a training loss is NaN or infinite, before that step touches them.
+    A KeyboardInterrupt (Ctrl-C, Jupyter's stop) ends training cleanly, restores the best weights
+    and returns the History so far; one during the setup waits for the setup's end (lazy imports
+    must not be cut, interrupts.py) and propagates. on_train_end runs unless an exception leaves.
     Under torchrun (after mtkit.core.distributed.setup()), each process trains on its own share of
     every epoch's shuffled in-memory data, batch_size examples per process and step, through
     DistributedDataParallel; each validates on all of val_data (see mtkit/distributed.py).
@@ -160,35 +134,38 @@ def fit(
     callbacks = _check_arguments(
         epochs, lr, batch_size, weight_decay, schedule, grad_clip, optimizer, monitor, callbacks
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise MtkitError("the model has no trainable parameters (all frozen?)")
+    params = _trainable_parameters(model, optimizer)
     device = device if isinstance(device, torch.device) else get_device(device)
-    train_data, val_data = _prepare_inputs(train_data, val_data, batch_size, schedule, device)
-
-    # Checks done: set up the seed, device, optimizer, schedule and mixed precision.
-    if seed is not None:
-        seed_everything(seed)
-    model.to(device)
-    optimizer, max_lr = _configure_optimizer(optimizer, params, lr, weight_decay)
-    scheduler = _configure_scheduler(schedule, optimizer, max_lr, epochs, train_data, batch_size)
-    use_amp = amp and device.type == "cuda"
-    if amp and not use_amp:
-        warnings.warn(f"amp=True is ignored on {device.type}; it needs CUDA", stacklevel=2)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    run = _Run(
-        train_data, val_data, batch_size, device, loss_fn, params, grad_clip, max_lr, use_amp,
-        # Under torchrun: the loss goes through DistributedDataParallel (distributed.py).
-        train_loss_fn=distributed.parallel_loss(model, loss_fn),
-    )  # fmt: skip
-    history = History(monitor=monitor)
-    state = TrainerState(
-        model, optimizer, history, epochs, val_data is not None, scheduler=scheduler, scaler=scaler
-    )
+    use_amp = _use_amp(amp, device)
+    # Checks done. A Ctrl-C waits for the setup's end: it may import torch lazily (interrupts.py).
+    with hold_interrupts():
+        train_data, val_data = _prepare_inputs(train_data, val_data, batch_size, schedule, device)
+        if seed is not None:
+            seed_everything(seed)
+        import_lazy_torch_modules()
+        model.to(device)
+        optimizer, max_lr = _configure_optimizer(optimizer, params, lr, weight_decay)
+        run = _Run(
+            train_data, val_data, batch_size, device, loss_fn, params, grad_clip, max_lr, use_amp,
+            # Under torchrun: the loss goes through DistributedDataParallel (distributed.py).
+            train_loss_fn=distributed.parallel_loss(model, loss_fn),
+        )  # fmt: skip
+        state = TrainerState(
+            model, optimizer, History(monitor=monitor), epochs, val_data is not None,
+            scheduler=_configure_scheduler(schedule, optimizer, run, epochs),
+            scaler=torch.amp.GradScaler("cuda", enabled=use_amp),
+        )  # fmt: skip
     _train(state, run, callbacks, progress and distributed.is_main_process(), restore_best)
     for callback in callbacks:
         callback.on_train_end(state)
-    return history
+    return state.history
+
+
+def _use_amp(amp: bool, device: torch.device) -> bool:
+    """Whether to train in mixed precision: asked for, and on CUDA (elsewhere: a warning)."""
+    if amp and device.type != "cuda":
+        warnings.warn(f"amp=True is ignored on {device.type}; it needs CUDA", stacklevel=3)
+    return amp and device.type == "cuda"
 
 
 def _check_arguments(
@@ -207,7 +184,27 @@ def _check_arguments(
         check_choice("optimizer", optimizer, OPTIMIZERS)
     if not isinstance(monitor, str) or not monitor.startswith("val_"):
         raise MtkitError(f"monitor must be a validation metric like 'val_loss', got {monitor!r}")
-    return [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    return check_callbacks(callbacks)
+
+
+def _trainable_parameters(model: nn.Module, optimizer) -> list[nn.Parameter]:
+    """The model's trainable parameters. MtkitError when there are none, or when a built
+    optimizer holds none of them (built on another model or a copy: fit would change nothing).
+    Holding only some of them is fine (e.g. an adapter's), as is leaving frozen ones out."""
+    if not isinstance(model, nn.Module):
+        raise MtkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise MtkitError("the model has no trainable parameters (all frozen?)")
+    if isinstance(optimizer, torch.optim.Optimizer):
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not any(id(p) in held for p in params):  # by identity: a copy's are other tensors
+            raise MtkitError(
+                f"optimizer: the {type(optimizer).__name__} holds none of this "
+                f"{type(model).__name__}'s trainable parameters, so fit would train nothing; "
+                "build it on this model, e.g. torch.optim.AdamW(model.parameters(), lr=1e-3)"
+            )
+    return params
 
 
 def _prepare_inputs(train_data, val_data, batch_size: int, schedule, device: torch.device):
@@ -238,18 +235,19 @@ def _configure_optimizer(optimizer, params: list, lr: float, weight_decay: float
     return optimizer_class(params, lr=lr, weight_decay=weight_decay), lr
 
 
-def _configure_scheduler(schedule, optimizer, max_lr, epochs: int, train_data, batch_size: int):
+def _configure_scheduler(schedule, optimizer, run: _Run, epochs: int):
     """The learning-rate schedule, stepped once per batch over all epochs; None without one."""
     if schedule is None:
         return None
-    if isinstance(train_data, tuple):  # in memory: each process's share, in batches
-        steps_per_epoch = math.ceil(distributed.shard_size(len(train_data[0])) / batch_size)
+    if isinstance(run.train_data, tuple):  # in memory: each process's share, in batches
+        examples = distributed.shard_size(len(run.train_data[0]))
+        steps_per_epoch = math.ceil(examples / run.batch_size)
     else:
-        steps_per_epoch = len(train_data)
+        steps_per_epoch = len(run.train_data)
     total_steps = epochs * steps_per_epoch
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, run.max_lr, total_steps)
 
 
 @dataclass
@@ -266,6 +264,7 @@ class _Run:
     max_lr: float | list  # the peak lr (per group for a built optimizer), for error messages
     use_amp: bool
     train_loss_fn: object  # loss_fn, through DistributedDataParallel under torchrun
+    stepped: bool = False  # whether this fit took an optimizer step yet
 
     def autocast(self):
         """float16 autocast with amp on CUDA, else nothing."""
@@ -334,10 +333,10 @@ def _train_epoch(state: TrainerState, run: _Run, callbacks) -> dict:
     """
     model = state.model
     model.train()
-    totals = _RunningMeans()
+    totals = RunningMeans()
     for batch in _batches(run.train_data, run.batch_size, run.device, shuffle=True):
         with run.autocast():
-            loss, metrics = _loss_and_metrics(run.train_loss_fn(model, batch))
+            loss, metrics = loss_and_metrics(run.train_loss_fn(model, batch))
         if not torch.isfinite(loss):  # check before stepping, so weights stay finite
             raise _diverged(state, run, loss, batch)
         _step(state, run, loss)
@@ -352,18 +351,20 @@ def _train_epoch(state: TrainerState, run: _Run, callbacks) -> dict:
 
 
 def _step(state: TrainerState, run: _Run, loss: torch.Tensor) -> None:
-    """Backpropagate `loss` (scaled under amp), clip, step the optimizer and the schedule."""
+    """Backpropagate `loss` (scaled under amp), clip, step the optimizer and the schedule.
+    A fit's first step holds Ctrl-C until it is done: it may import parts of torch lazily."""
     optimizer, scaler = state.optimizer, state.scaler
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if run.grad_clip is not None:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_(run.params, run.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    if state.scheduler is not None:
-        state.scheduler.step()
-    state.step += 1
+    with contextlib.nullcontext() if run.stepped else hold_interrupts():
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if run.grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(run.params, run.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if state.scheduler is not None:
+            state.scheduler.step()
+        state.step, run.stepped = state.step + 1, True
 
 
 def _diverged(state: TrainerState, run: _Run, loss, batch) -> TrainingDiverged:
@@ -385,10 +386,10 @@ def _validate(state: TrainerState, run: _Run, record: dict) -> None:
     """Add the val_ means to the epoch's `record`; keep a CPU copy of the weights if best."""
     history, monitor, model = state.history, state.history.monitor, state.model
     model.eval()
-    totals = _RunningMeans()
+    totals = RunningMeans()
     for batch in _batches(run.val_data, run.batch_size, run.device, shuffle=False):
         with run.autocast():
-            loss, metrics = _loss_and_metrics(run.loss_fn(model, batch))
+            loss, metrics = loss_and_metrics(run.loss_fn(model, batch))
         totals.add(batch[0].shape[0], loss, metrics)
     record.update(distributed.average(totals.means("val_")))
     if monitor not in record:

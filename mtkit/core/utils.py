@@ -1,7 +1,9 @@
-"""Small shared helpers: reproducibility, device choice, argument checks."""
+"""Small shared helpers: reproducibility, device choice, trainable parameters, argument checks
+(the full set of checkers is mtkit.core.checks)."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import random
 
@@ -49,10 +51,22 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def set_trainable(module: torch.nn.Module, trainable: bool) -> None:
+    """Freeze (False) or unfreeze (True) every parameter of `module`."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(trainable)
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    """How many parameter values would receive gradients (requires_grad=True)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def check_positive(name: str, value, *, integer: bool = False, allow_zero: bool = False):
     """Raise MtkitError unless `value` is a positive (or non-negative) number; returns it."""
-    kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool)
+    # numbers.Integral / Real: NumPy's int64 and float64 are numbers too; a bool is not.
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
     if ok and not np.isfinite(value):
         ok = False
     if ok:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtkit.core.checks import check_class_labels, check_names, check_number, check_string, shown
 from mtkit.core.utils import MtkitError, check_choice
 from mtkit.data import image_files
 
@@ -32,38 +33,64 @@ class DatasetUnavailable(MtkitError):
 def index_array(index, length: int) -> np.ndarray:
     """Turn a slice, list, bool mask, numpy array or tensor of indices into an int64 array.
 
-    Negative indices count from the end, as in Python; out-of-range ones raise IndexError.
+    Negative indices count from the end, as in Python; out-of-range ones raise IndexError, and
+    anything that is not an index (a float, a string) an MtkitError.
     Returns an array of positions in [0, length).
     """
     if isinstance(index, torch.Tensor):
         index = index.detach().cpu().numpy()
+    if not isinstance(index, (slice, int, np.integer)) or isinstance(index, bool):
+        array = np.asarray(index) if isinstance(index, (list, tuple, np.ndarray)) else None
+        if array is not None and array.size == 0:
+            index = array.astype(np.int64)
+        elif array is None or array.dtype.kind not in "iub":
+            raise MtkitError(
+                "index must be an integer, a slice, a list of integer positions or a bool "
+                f"mask, got {shown(index)}"
+            )
     # Indexing an arange reuses numpy's own rules for slices, masks and negative indices.
     return np.arange(length)[index].reshape(-1).astype(np.int64)
+
+
+def explicit_class_names(class_names, num_classes) -> list[str] | None:
+    """The class names a caller fixed: `class_names` (distinct, as strings), or "0".."K−1" for
+    `num_classes` = K; None when neither was given (then the labels decide)."""
+    if num_classes is not None:
+        check_number("num_classes", num_classes, integer=True, low=1)
+    if class_names is None:
+        return None if num_classes is None else [str(i) for i in range(num_classes)]
+    names = check_names("class_names", class_names)
+    if num_classes is not None and num_classes != len(names):
+        raise MtkitError(f"num_classes={num_classes} but {len(names)} class_names were given")
+    return names
 
 
 def as_label_tensor(labels, num_examples: int, class_names: list[str] | None) -> torch.Tensor:
     """Check integer class labels and return them as an int64 tensor of shape (num_examples,).
 
-    Labels must be 1-D integers in [0, num_classes), where num_classes is len(class_names) when
-    class names are given (otherwise any non-negative integer is allowed).
+    Labels must be 1-D integers in [0, num_classes), num_classes = len(class_names). Without
+    class names every class 0..max(labels) must occur: labels {3, 7} would otherwise make
+    eight classes, six of them empty, and every per-class average would count those.
     """
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise MtkitError(f"labels must be 1-D with shape (N,), got shape {tuple(labels.shape)}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        raise MtkitError(f"labels must be integers (class indices), got dtype {labels.dtype}")
-    if len(labels) != num_examples:
-        raise MtkitError(f"expected {num_examples} labels (one per example), got {len(labels)}")
-    if labels.size and labels.min() < 0:
-        raise MtkitError(f"labels must be >= 0, got a label of {int(labels.min())}")
-    if labels.size and class_names is not None and labels.max() >= len(class_names):
-        raise MtkitError(
-            f"labels must be in [0, {len(class_names)}) for {len(class_names)} class names, "
-            f"got a label of {int(labels.max())}"
-        )
-    return torch.as_tensor(labels.astype(np.int64))
+    known = None if class_names is None else len(class_names)
+    array = check_class_labels("labels", labels, length=num_examples, num_classes=known)
+    if known is None and array.size:
+        present = np.unique(array)
+        if len(present) != present[-1] + 1:
+            missing = sorted(set(range(int(present[-1]) + 1)) - set(present.tolist()))
+            raise MtkitError(
+                f"labels {_listed(present)} leave classes {_listed(missing)} without a single "
+                "example: without class_names or num_classes, labels must be 0..K−1. Renumber "
+                "them (names, labels = numpy.unique(labels, return_inverse=True)), or pass "
+                "num_classes= (or class_names=) when some classes have no examples here"
+            )
+    return torch.as_tensor(array)
+
+
+def _listed(values, limit: int = 8) -> str:
+    """[3, 7] or [0, 1, 2, …] (at most `limit` values): a list that fits in a message."""
+    values = [int(value) for value in values]
+    return str(values) if len(values) <= limit else str(values[:limit])[:-1] + ", …]"
 
 
 def check_label_tensor(labels, num_examples: int, class_names: list[str]) -> None:
@@ -122,12 +149,13 @@ class ImageDataset:
             raise MtkitError(f"images must be a 4-D tensor (N, C, H, W), got shape {shape}")
         if self.images.dtype != torch.float32:
             raise MtkitError(f"images must be float32, got {self.images.dtype}")
-        self.class_names = [str(c) for c in self.class_names]
+        self.class_names = check_names("class_names", self.class_names)
+        check_string("name", self.name)
         check_label_tensor(self.labels, len(self.images), self.class_names)
 
     @classmethod
     def from_tensors(
-        cls, images, labels=None, class_names=None, name: str = "custom"
+        cls, images, labels=None, class_names=None, name: str = "custom", *, num_classes=None
     ) -> ImageDataset:
         """Check and convert raw arrays into an ImageDataset.
 
@@ -135,33 +163,15 @@ class ImageDataset:
             Integer images (e.g. uint8 0..255) are divided by 255; float images must already be
             finite and in [0, 1].
         labels: optional 1-D integer array of shape (N,) with values in [0, num_classes).
-        class_names: optional list of names; defaults to "0", "1", ... up to the largest label.
+        class_names: optional list of distinct names, one per class.
+        num_classes: optional number of classes, named "0", "1", ... (instead of class_names).
+            Without either, the labels must be 0..K−1 with every class present (labels {3, 7}
+            are refused: renumber them, or say how many classes there are).
         Raises MtkitError saying what was expected and what was got.
         """
-        try:
-            images = torch.as_tensor(images)
-        except (TypeError, ValueError, RuntimeError):
-            raise MtkitError(
-                "images must be a tensor or array of shape (N, H, W) or (N, C, H, W), got "
-                f"{type(images).__name__}"
-            ) from None
-        if images.ndim == 3:
-            images = images.unsqueeze(1)
-        if images.ndim != 4:
-            raise MtkitError(
-                f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}"
-            )
-        if len(images) == 0:
-            raise MtkitError("images is empty: a dataset needs at least one example")
-        if images.shape[1] not in (1, 3) and images.shape[-1] in (1, 3):
-            raise MtkitError(
-                f"images of shape {tuple(images.shape)} look channels-last (N, H, W, C); "
-                "expected (N, C, H, W): use images.permute(0, 3, 1, 2)"
-            )
-        images = _to_unit_float(images)
-
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
+        check_string("name", name)
+        images = _image_tensor(images)
+        class_names = explicit_class_names(class_names, num_classes)
         label_tensor = None
         if labels is not None:
             label_tensor = as_label_tensor(labels, len(images), class_names)
@@ -210,6 +220,32 @@ class ImageDataset:
             f"ImageDataset(name={self.name!r}, n={len(self)}, image_shape={self.image_shape}, "
             f"{labels_repr(self.labels, self.class_names)})"
         )
+
+
+def _image_tensor(images) -> torch.Tensor:
+    """Raw images (tensor or array, N×H×W or N×C×H×W) as a float32 N×C×H×W tensor in [0, 1],
+    or an MtkitError saying what is wrong with them."""
+    try:
+        images = torch.as_tensor(images)
+    except (TypeError, ValueError, RuntimeError):
+        raise MtkitError(
+            "images must be a tensor or array of shape (N, H, W) or (N, C, H, W), got "
+            f"{type(images).__name__}"
+        ) from None
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.ndim != 4:
+        raise MtkitError(
+            f"images must have shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}"
+        )
+    if len(images) == 0:
+        raise MtkitError("images is empty: a dataset needs at least one example")
+    if images.shape[1] not in (1, 3) and images.shape[-1] in (1, 3):
+        raise MtkitError(
+            f"images of shape {tuple(images.shape)} look channels-last (N, H, W, C); "
+            "expected (N, C, H, W): use images.permute(0, 3, 1, 2)"
+        )
+    return _to_unit_float(images)
 
 
 def _to_unit_float(images: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mtkit.core.checks import shown
 from mtkit.core.utils import MtkitError, check_positive
 from mtkit.data.images import ImageDataset, index_array
 from mtkit.data.text import TextDataset
@@ -165,7 +166,15 @@ def _test_choice(members: list, num_examples: int, test_size, test_indices):
         test_total = _test_total(test_size, num_examples)
         counts = _stratified_counts([len(m) for m in members], test_total)
         return members, np.zeros(0, dtype=np.int64), counts
-    fixed_test = np.unique(index_array(test_indices, num_examples))
+    try:
+        fixed_test = np.unique(index_array(test_indices, num_examples))
+    except (IndexError, MtkitError):
+        raise MtkitError(
+            f"test_indices must be positions in [0, {num_examples}) (or a bool mask of that "
+            f"length), got {shown(test_indices)}"
+        ) from None
+    if len(fixed_test) == 0:
+        raise MtkitError("test_indices selects no example: the test set would be empty")
     return [np.setdiff1d(m, fixed_test) for m in members], fixed_test, [0] * len(members)
 
 

@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtkit.core.checks import check_names, check_string, shown
 from mtkit.core.utils import MtkitError, check_choice
 from mtkit.data.images import (
     as_label_tensor,
     check_label_tensor,
     default_class_names,
+    explicit_class_names,
     index_array,
     labels_repr,
 )
@@ -54,46 +56,38 @@ class TextDataset:
     confidence: np.ndarray | None = None
 
     def __post_init__(self):
+        if isinstance(self.texts, (str, bytes)):  # list("abc") would make three texts
+            raise MtkitError("texts must be a list of strings, got a single string")
         self.texts = list(self.texts)
         if self.confidence is not None and np.shape(self.confidence) != (len(self.texts),):
             raise MtkitError(
                 f"confidence must have shape ({len(self.texts)},), got {np.shape(self.confidence)}"
             )
-        self.class_names = [str(c) for c in self.class_names]
+        self.class_names = check_names("class_names", self.class_names)
         check_label_tensor(self.labels, len(self.texts), self.class_names)
 
     @classmethod
     def from_lists(
-        cls, texts, labels=None, class_names=None, name: str = "custom", *, confidence=None
-    ) -> TextDataset:
+        cls, texts, labels=None, class_names=None, name: str = "custom", *, confidence=None,
+        num_classes=None,
+    ) -> TextDataset:  # fmt: skip
         """Check and convert plain Python lists into a TextDataset.
 
         texts: list or tuple of N strings.
         labels: optional N labels, either class indices (ints) or class names (strings). Strings
             are looked up in class_names, or, when none are given, in the sorted unique labels.
-        class_names: optional list of names; for int labels defaults to "0", "1", ...
-        confidence: optional N annotator confidences (floats).
+        class_names: optional list of distinct names; for int labels defaults to "0", "1", ...
+        num_classes: optional number of classes for int labels (instead of class_names). Without
+            either, int labels must be 0..K−1 with every class present (see ImageDataset).
+        confidence: optional N annotator confidences, floats in [0, 1] (NaN: unknown).
         Raises MtkitError saying what was expected and what was got.
         """
-        if not isinstance(texts, (list, tuple)):
-            raise MtkitError(
-                f"texts must be a list or tuple of strings, got {type(texts).__name__}"
-            )
-        if len(texts) == 0:
-            raise MtkitError("texts is empty: a dataset needs at least one example")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise MtkitError(
-                    f"texts must all be strings, but texts[{i}] is {type(text).__name__}"
-                )
-
-        if class_names is not None:
-            class_names = [str(c) for c in class_names]
+        _check_texts(texts)
+        check_string("name", name)
+        class_names = explicit_class_names(class_names, num_classes)
         label_tensor = None
         if labels is not None:
-            if isinstance(labels, str):
-                raise MtkitError("labels must be a list of N labels, got a single string")
-            labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+            labels = _label_list(labels)
             if labels and all(isinstance(label, str) for label in labels):
                 class_names = class_names if class_names is not None else sorted(set(labels))
                 labels = _names_to_indices(labels, class_names)
@@ -102,13 +96,8 @@ class TextDataset:
             label_tensor = as_label_tensor(np.asarray(labels), len(texts), class_names)
         if class_names is None:
             class_names = default_class_names(label_tensor)
-
         if confidence is not None:
-            confidence = np.asarray(confidence, dtype=np.float64)
-            if confidence.shape != (len(texts),):
-                raise MtkitError(
-                    f"confidence must have shape ({len(texts)},), got {confidence.shape}"
-                )
+            confidence = _confidence_array(confidence, len(texts))
         return cls(list(texts), label_tensor, class_names, name, confidence)
 
     def __len__(self) -> int:
@@ -156,6 +145,45 @@ class TextDataset:
             f"TextDataset(name={self.name!r}, n={len(self)}, "
             f"{labels_repr(self.labels, self.class_names)})"
         )
+
+
+def _check_texts(texts) -> None:
+    """Raise MtkitError unless `texts` is a non-empty list or tuple of strings."""
+    if not isinstance(texts, (list, tuple)):
+        raise MtkitError(f"texts must be a list or tuple of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise MtkitError("texts is empty: a dataset needs at least one example")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise MtkitError(f"texts must all be strings, but texts[{i}] is {type(text).__name__}")
+
+
+def _label_list(labels) -> list:
+    """Labels as a plain list; a single string or number is refused (one label per text)."""
+    if isinstance(labels, str):
+        raise MtkitError("labels must be a list of N labels, got a single string")
+    if isinstance(labels, torch.Tensor | np.ndarray):
+        return labels.tolist()
+    if not isinstance(labels, (list, tuple)):
+        raise MtkitError(f"labels must be a list of N labels, got {type(labels).__name__}")
+    return list(labels)
+
+
+def _confidence_array(confidence, count: int) -> np.ndarray:
+    """Annotator confidences as a float64 (count,) array in [0, 1], NaN meaning unknown."""
+    try:
+        array = np.asarray(confidence, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MtkitError(f"confidence must be numbers in [0, 1], got {shown(confidence)}") from None
+    if array.shape != (count,):
+        raise MtkitError(f"confidence must have shape ({count},), got {array.shape}")
+    known = array[~np.isnan(array)]
+    if known.size and not (0 <= known.min() and known.max() <= 1):
+        raise MtkitError(
+            f"confidence must lie in [0, 1] (NaN for unknown), got values in "
+            f"[{known.min():g}, {known.max():g}]"
+        )
+    return array
 
 
 def _names_to_indices(labels: list[str], class_names: list[str]) -> list[int]:

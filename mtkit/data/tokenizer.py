@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mtkit.core.checkpoint import write_atomically
+from mtkit.core.files import load_json
 from mtkit.core.utils import MtkitError, check_positive
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>")
@@ -177,10 +178,10 @@ class Tokenizer:
         """Read a tokenizer written by `save`; MtkitError if the file is not one."""
         if not Path(path).is_file():
             raise MtkitError(f"{path} does not exist (or is not a file): no tokenizer to load")
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise MtkitError(f"{path} is not a saved Tokenizer (not valid JSON: {error})") from None
+        try:  # bounded: too large or too deeply nested is an MtkitError, not a RecursionError
+            data = load_json(path)
+        except MtkitError as error:
+            raise MtkitError(f"not a saved Tokenizer: {error}") from None
         try:
             return cls.from_dict(data)
         except MtkitError as error:

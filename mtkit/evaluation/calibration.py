@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtkit.core.checks import check_class_labels, check_finite, check_model, shown
 from mtkit.core.utils import MtkitError, check_positive
 
 DEFAULT_BINS = 15  # reliability bins, as in Guo et al. (2017)
@@ -48,7 +49,15 @@ class ReliabilityCurve:
 
 def _check_probabilities(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
     """(N×C float64 probabilities, (N,) integer labels), or an MtkitError saying what is off."""
-    probabilities, labels = np.asarray(probabilities, dtype=np.float64), np.asarray(labels)
+    if isinstance(probabilities, torch.Tensor):
+        probabilities = probabilities.detach().cpu().numpy()
+    try:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise MtkitError(
+            f"probabilities must be an N×C array of numbers, got {shown(probabilities)}"
+        ) from None
+    labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
     if probabilities.ndim != 2 or probabilities.shape[1] < 2 or len(probabilities) == 0:
         raise MtkitError(
             f"probabilities must be an N×C array with C ≥ 2, got {probabilities.shape}"
@@ -113,8 +122,12 @@ def fit_temperature(validation) -> float:
             "fit_temperature takes the Evaluation of validation data: "
             "fit_temperature(evaluate(model, split.validation))"
         )
-    logits = np.asarray(validation.logits).astype(np.float64)
-    labels = np.asarray(validation.labels)
+    logits = check_finite("validation.logits", np.asarray(validation.logits, dtype=np.float64))
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise MtkitError(f"validation.logits must be N×C with C ≥ 2, got shape {logits.shape}")
+    labels = check_class_labels(
+        "validation.labels", validation.labels, length=len(logits), num_classes=logits.shape[1]
+    )
     rows = np.arange(len(labels))
 
     def nll(log_temperature: float) -> float:
@@ -133,6 +146,7 @@ class TemperatureScaled(nn.Module):
 
     def __init__(self, model: nn.Module, temperature: float):
         super().__init__()
+        check_model("model", model)
         check_positive("temperature", temperature)
         self.model = model
         self.register_buffer("temperature", torch.tensor(float(temperature)))

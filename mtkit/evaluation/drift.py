@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtkit.core.batches import forward_in_batches
+from mtkit.core.checks import as_tensor, check_finite, check_images, check_model, check_number
 from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.evaluation.probes import embed
 
@@ -46,15 +47,20 @@ def mmd_permutation_test(
     (1 + #{permuted ≥ observed}) / (1 + permutations). A small p-value says "different".
     """
     check_positive("permutations", permutations, integer=True)
+    reference = as_tensor("reference", reference, "an N×D tensor or array of embeddings")
+    new = as_tensor("new", new, "an M×D tensor or array of embeddings")
     if reference.dim() != 2 or new.dim() != 2 or reference.shape[1] != new.shape[1]:
         raise MtkitError(
             f"expected N×D and M×D embeddings, got {tuple(reference.shape)}, {tuple(new.shape)}"
         )
     if len(reference) < 2 or len(new) < 2:
         raise MtkitError("each set needs at least 2 examples for a two-sample test")
+    check_finite("the reference embeddings", reference)
+    check_finite("the new embeddings", new)
     pooled = torch.cat([reference, new]).double()
     squared = torch.cdist(pooled, pooled).pow(2)
-    bandwidth = squared[squared > 0].median().clamp_min(1e-12)
+    positive = squared[squared > 0]  # none when every point is the same: then MMD² is 0
+    bandwidth = positive.median().clamp_min(1e-12) if len(positive) else squared.new_tensor(1.0)
     kernel = torch.exp(-squared / bandwidth)  # computed once, reused by every permutation
 
     count, first = len(pooled), len(reference)
@@ -83,7 +89,8 @@ def reconstruction_scores(autoencoder: nn.Module, images, batch_size: int = 512)
         error = F.mse_loss(autoencoder(batch), batch, reduction="none")
         return error.flatten(start_dim=1).mean(dim=1)
 
-    tensor = _images(images)
+    check_model("autoencoder", autoencoder)
+    tensor = check_images("images", images)
     return forward_in_batches(autoencoder, tensor, batch_size=batch_size, fn=errors).numpy()
 
 
@@ -175,12 +182,17 @@ def detect_drift(
     max_examples: at most this many of each set (drawn with `seed`) go into the MMD test,
         whose cost grows with the square of the number of examples. Scores use all of them.
     """
-    if not 0 < alpha < 1 or not 0 < quantile < 1:
-        raise MtkitError(f"alpha and quantile must be in (0, 1), got {alpha} and {quantile}")
+    check_number("alpha", alpha, low=0, high=1, low_open=True, high_open=True)
+    check_number("quantile", quantile, low=0, high=1, low_open=True, high_open=True)
     check_positive("max_examples", max_examples, integer=True)
+    check_positive("permutations", permutations, integer=True)
+    check_positive("seed", seed, integer=True, allow_zero=True)
+    check_model("encoder", encoder)
+    if autoencoder is not None:
+        check_model("autoencoder", autoencoder)
     if autoencoder is None and hasattr(encoder, "encoder") and hasattr(encoder, "decoder"):
         autoencoder, encoder = encoder, encoder.encoder
-    reference, new = _images(reference), _images(new)
+    reference, new = check_images("reference", reference), check_images("new", new)
     generator = torch.Generator().manual_seed(seed)
 
     def sample(images: torch.Tensor) -> torch.Tensor:
@@ -200,14 +212,6 @@ def detect_drift(
     return report
 
 
-def _images(images) -> torch.Tensor:
-    """The N×C×H×W tensor of an image tensor or an ImageDataset (labels unused)."""
-    tensor = images if isinstance(images, torch.Tensor) else getattr(images, "images", None)
-    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4 or len(tensor) == 0:
-        raise MtkitError("expected a non-empty N×C×H×W image tensor or an ImageDataset")
-    return tensor
-
-
 # ---------------------------------------------------------------------------------------------
 # A shifted domain to practise on.
 
@@ -218,6 +222,8 @@ def shift_images(images: torch.Tensor, kind: str = "rotate", angle: float = 45.0
     from mtkit.stages.finetune import shift_rotate
 
     check_choice("shift", kind, SHIFTS)
+    images = check_images("images", images)
+    check_number("angle", angle)
     if kind == "invert":
         return 1.0 - images
     angles = torch.full((len(images),), float(angle))
@@ -226,6 +232,8 @@ def shift_images(images: torch.Tensor, kind: str = "rotate", angle: float = 45.0
 
 def shifted_split(split, kind: str = "rotate", angle: float = 45.0):
     """A copy of a FewLabelSplit of images with every part's images shifted (labels kept)."""
+    if not all(hasattr(getattr(split, part, None), "images") for part in ("labelled", "test")):
+        raise MtkitError(f"split must be a FewLabelSplit of images, got {type(split).__name__}")
     parts = {
         name: dataclasses.replace(
             getattr(split, name), images=shift_images(getattr(split, name).images, kind, angle)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mtkit.core.checks import check_images, check_model
 from mtkit.core.utils import MtkitError
 from mtkit.stages.pretrain import reconstruction_error
 
@@ -73,8 +74,13 @@ def forgetting(autoencoder: nn.Module, classifier: nn.Module, images) -> Forgett
     images: N×C×H×W tensor or ImageDataset to rebuild (e.g. the test images; labels unused).
     Returns Forgetting(before, after, weight_change).
     """
+    check_model("autoencoder", autoencoder)
+    check_model("classifier", classifier)
     if not hasattr(autoencoder, "encoder") or not hasattr(autoencoder, "decoder"):
         raise MtkitError("forgetting needs the pretrained autoencoder (with encoder and decoder)")
+    if not isinstance(getattr(classifier, "encoder", None), nn.Module):
+        raise MtkitError("forgetting needs the fine-tuned classifier (a Classifier, with .encoder)")
+    images = check_images("images", images)
     weight_change = relative_change(autoencoder.encoder, classifier.encoder)
     device = next(autoencoder.parameters()).device
     after_model = _Rebuild(copy.deepcopy(classifier.encoder).to(device), autoencoder.decoder)

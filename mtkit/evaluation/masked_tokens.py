@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mtkit.core.batches import forward_in_batches
+from mtkit.core.checks import check_number
 from mtkit.core.utils import MtkitError, check_positive
 from mtkit.evaluation.forgetting import Forgetting, relative_change
 from mtkit.evaluation.inputs import unlabelled_inputs
@@ -55,6 +56,7 @@ def masked_token_error(
     model, tokenizer = _masked_model_and_tokenizer(pretrained, tokenizer)
     check_positive("batch_size", batch_size, integer=True)
     check_positive("seed", seed, integer=True, allow_zero=True)
+    check_number("mask_rate", mask_rate, low=0, high=1, low_open=True, high_open=True)
     config = model.encoder.config
     ids = unlabelled_inputs(data, model, tokenizer, config.max_length)
     if ids.dtype != torch.long or ids.dim() != 2 or len(ids) == 0:

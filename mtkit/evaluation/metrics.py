@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mtkit.core.batches import forward_in_batches
+from mtkit.core.checks import check_class_labels, check_finite, check_instance, check_names, shown
 from mtkit.core.utils import MtkitError, check_positive
 from mtkit.evaluation.calibration import (
     DEFAULT_BINS,
@@ -39,7 +40,7 @@ from mtkit.evaluation.calibration import (
     fit_temperature,
     reliability_curve,
 )
-from mtkit.evaluation.inputs import labelled_inputs
+from mtkit.evaluation.inputs import class_indices, labelled_inputs
 from mtkit.evaluation.masked_tokens import masked_token_error, masked_token_forgetting
 from mtkit.evaluation.probes import embed, knn_accuracy, linear_probe_accuracy, nearest_neighbours
 
@@ -73,20 +74,14 @@ class ClassificationReport:
 def classification_report(labels, predictions, class_names=None) -> ClassificationReport:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
 
-    labels, predictions: N class indices each. class_names: one name per class (default "0",
-    "1", ...; the number of classes is then the largest index + 1). A class that is never
-    predicted gets precision 0 (scikit-learn's zero_division=0), not an error.
+    labels, predictions: N class indices each, or N class names each (strings). class_names:
+    one name per class (default "0", "1", ...; the number of classes is then the largest index
+    + 1; for string labels, the sorted names that occur). A class that is never predicted gets
+    precision 0 (scikit-learn's zero_division=0), not an error.
     """
     from sklearn import metrics
 
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    if labels.shape != predictions.shape or labels.ndim != 1 or len(labels) == 0:
-        raise MtkitError(
-            f"labels and predictions must be two 1-D arrays of the same, non-zero length; "
-            f"got shapes {labels.shape} and {predictions.shape}"
-        )
-    if class_names is None:
-        class_names = [str(c) for c in range(int(max(labels.max(), predictions.max())) + 1)]
+    labels, predictions, class_names = class_indices(labels, predictions, class_names)
     classes = list(range(len(class_names)))
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
         labels, predictions, labels=classes, zero_division=0
@@ -136,8 +131,8 @@ class Evaluation:
     def __post_init__(self):
         from scipy.special import softmax
 
-        self.labels = np.asarray(self.labels, dtype=np.int64)
-        self.logits = np.asarray(self.logits, dtype=np.float64)
+        self.labels = check_class_labels("labels", self.labels)
+        self.logits = check_finite("logits", np.asarray(self.logits, dtype=np.float64))
         if self.logits.ndim != 2 or self.labels.shape != (len(self.logits),):
             raise MtkitError(
                 f"need N×C logits and N labels, got {self.logits.shape} and {self.labels.shape}"
@@ -228,8 +223,12 @@ def evaluate(
     class_names: names for the classes when `data` has none (default "0", "1", ...).
     Returns an Evaluation with predictions, probabilities and a ClassificationReport.
     """
+    check_positive("temperature", temperature)
+    if class_names is not None:
+        class_names = check_names("class_names", class_names)
     inputs, labels = labelled_inputs(data, model, tokenizer, max_length)
     logits = model_logits(model, inputs, batch_size).numpy()
+    check_finite("the model's outputs (logits) on finite inputs", logits)
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise MtkitError(f"the model must return N×C logits with C ≥ 2, got {logits.shape}")
     classes = logits.shape[1]
@@ -271,6 +270,7 @@ def confident_mistakes(evaluation: Evaluation, count: int = 12) -> list[Mistake]
     These are worth reading one by one: some are the model's blind spots, others are label
     errors in the data (a confidently "wrong" answer can be the right one).
     """
+    check_instance("evaluation", evaluation, Evaluation, "an Evaluation (from evaluate)")
     check_positive("count", count, integer=True)
     wrong = np.flatnonzero(~evaluation.correct)
     order = wrong[np.argsort(-evaluation.confidence[wrong], kind="stable")][:count]
@@ -291,6 +291,10 @@ def mistakes_table(mistakes: list[Mistake], width: int = 90) -> str:
     """A plain-text table of mistakes: confidence, true class, predicted class, and the text
     (cut to `width` characters) when the examples are texts."""
     check_positive("width", width, integer=True)
+    if not isinstance(mistakes, (list, tuple)) or not all(isinstance(m, Mistake) for m in mistakes):
+        raise MtkitError(
+            f"mistakes must be a list of Mistake (from confident_mistakes), got {shown(mistakes)}"
+        )
     if not mistakes:
         return "no mistakes"
     true_width = max(len("true"), *(len(m.true_class) for m in mistakes))
@@ -327,6 +331,7 @@ class ClassErrors:
 
 def class_errors(evaluation: Evaluation) -> list[ClassErrors]:
     """Per-class error rates, read off the confusion matrix, in class order."""
+    check_instance("evaluation", evaluation, Evaluation, "an Evaluation (from evaluate)")
     confusion = evaluation.report.confusion
     rows = []
     for index, name in enumerate(evaluation.class_names):

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtkit.core.utils import MtkitError, check_choice, check_positive
+from mtkit.core.checks import MtkitError, check_choice, check_number, check_positive
 
 BOOTSTRAP_METHODS = ("percentile", "BCa")
+MIN_RESAMPLES = 1000  # Efron & Tibshirani's minimum: fewer, and the interval's ends are luck
 
 
 def _check_values(values, name: str = "values", minimum: int = 1) -> np.ndarray:
@@ -44,10 +45,9 @@ def _check_values(values, name: str = "values", minimum: int = 1) -> np.ndarray:
 
 
 def _check_confidence(confidence) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
-        raise MtkitError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    if not 0 < confidence < 1:
-        raise MtkitError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence}")
+    number = isinstance(confidence, (int, float)) and not isinstance(confidence, bool)
+    if not number or not 0 < confidence < 1:
+        raise MtkitError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence!r}")
     return float(confidence)
 
 
@@ -116,13 +116,13 @@ def bootstrap_ci(
     accuracy) or per-seed scores. With very few values (3 seeds) every bootstrap interval is too
     narrow: it cannot see variation the sample does not contain. Deterministic for a given seed.
 
-    values: 1-D sequence of at least 2 finite numbers. Returns a ConfidenceInterval.
+    values: 1-D, at least 2 finite numbers; resamples ≥ MIN_RESAMPLES. Returns a ConfidenceInterval.
     """
     from scipy.stats import bootstrap
 
     array = _check_values(values, minimum=2)
     confidence = _check_confidence(confidence)
-    check_positive("resamples", resamples, integer=True)
+    check_number("resamples", resamples, integer=True, low=MIN_RESAMPLES)
     check_positive("seed", seed, integer=True, allow_zero=True)
     check_choice("bootstrap method", method, BOOTSTRAP_METHODS)
     estimate = float(np.mean(array))

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mtkit.core.utils import MtkitError, check_choice, check_positive
+from mtkit.core.checks import check_int_list
+from mtkit.core.utils import MtkitError, check_choice
 from mtkit.data import few_labels
 from mtkit.evaluation.stats import bootstrap_ci, mean_and_spread, paired_comparison
 from mtkit.experiments.protocol import PretrainCache, check_methods
@@ -129,7 +130,12 @@ class LabelEfficiencyTable:
 
 
 def _rows(table) -> list[EfficiencyRow]:
-    rows = table.rows if isinstance(table, LabelEfficiencyTable) else list(table)
+    if isinstance(table, LabelEfficiencyTable):
+        rows = table.rows
+    elif isinstance(table, (list, tuple)):
+        rows = list(table)
+    else:
+        raise MtkitError(f"expected a LabelEfficiencyTable, got {type(table).__name__}")
     if not rows:
         raise MtkitError("the table is empty")
     if not all(isinstance(row, EfficiencyRow) for row in rows):
@@ -205,15 +211,12 @@ def label_efficiency(
     log: optional callable taking one line of progress text (e.g. print).
     Returns a LabelEfficiencyTable with one row per method × labels_per_class × seed.
     """
-    methods = check_methods(methods)
-    labels_per_class = [
-        check_positive("labels_per_class", k, integer=True) for k in labels_per_class
-    ]
-    seeds = [check_positive("seed", s, integer=True, allow_zero=True) for s in seeds]
-    if not labels_per_class or not seeds:
-        raise MtkitError("give at least one labels_per_class and one seed")
-    if len(set(seeds)) != len(seeds):
-        raise MtkitError(f"seeds must be distinct (a repeated seed counts one run twice): {seeds}")
+    methods = check_methods(_method_list(methods))
+    # A repeated value would run (and count) the same split twice: distinct, by check_int_list.
+    labels_per_class = check_int_list(
+        "labels_per_class", labels_per_class, allow_zero=False, example="[5, 10, 20]"
+    )
+    seeds = check_int_list("seeds", seeds, example="[0, 1, 2]")
     # Every split first: a labels_per_class too large for the data fails before any training.
     splits = {
         (k, s): few_labels(
@@ -240,6 +243,16 @@ def label_efficiency(
                     f"accuracy {100 * row.accuracy:5.1f}%  {row.seconds:6.2f}s"
                 )
     return table
+
+
+def _method_list(methods) -> list:
+    """`methods` as a list, refusing a single method and method classes (not instances)."""
+    if not isinstance(methods, (list, tuple)):
+        raise MtkitError(f"methods must be a list of methods, got {type(methods).__name__}")
+    for method in methods:
+        if isinstance(method, type):
+            raise MtkitError(f"methods must be instances: {method.__name__}(), not the class")
+    return list(methods)
 
 
 def _score(method, split, labels_per_class: int, seed: int, cache: PretrainCache) -> EfficiencyRow:

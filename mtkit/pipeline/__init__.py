@@ -5,7 +5,7 @@
     print(run.table())                        # each stage: how it ended and why, its scores
     model = rollback(run, "finetune")         # that stage's weights back, exactly
 
-    run = run_config("configs/digits_pipeline.toml")      # the same from a config file
+    run = run_config("mtkit/configs/digits_pipeline.toml")      # the same from a config file
     run = resume("runs/20261122-083248-digits")           # finish a run that was killed
 
 A *stage* is one training call (pretrain_autoencoder, fine_tune, train_adapter, ...) with

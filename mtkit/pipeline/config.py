@@ -21,13 +21,19 @@ and describing such dataclasses is config_fields.py's job.
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtkit.core.files import check_name, load_toml
 from mtkit.core.utils import MtkitError, check_choice, check_positive
-from mtkit.pipeline.config_fields import describe_fields, option, read_section, to_toml
+from mtkit.pipeline.config_fields import (
+    check_fields,
+    describe_fields,
+    option,
+    read_section,
+    to_toml,
+)
 from mtkit.pipeline.exit import ExitCriteria
 from mtkit.stages.finetune import STRATEGIES
 
@@ -55,13 +61,9 @@ SCHEDULES = ("none", "cosine", "one_cycle")
 CLASSIFIER_METRICS = ("val_loss", "val_accuracy")
 
 
-def check_file_name(what: str, name) -> str:
-    """`name` if it can name a file or folder as it is: letters, digits, "-", "_", "."."""
-    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name) or name in (".", ".."):
-        raise MtkitError(
-            f"{what} names files and folders: use letters, digits, '-', '_' or '.', got {name!r}"
-        )
-    return name
+# The one check of names that become file or folder names (mtkit.core.files.check_name),
+# under the name the pipeline has always used for it.
+check_file_name = check_name
 
 
 # The exit-criteria fields every stage section has (see ExitCriteria).
@@ -75,11 +77,16 @@ EXIT_HELP = {
 }
 
 
+def _check_types(section) -> None:
+    """Every field of `section` has its type, as a TOML file's would (config_fields)."""
+    if getattr(section, "patience", 0) is None:  # Python callers may say None; TOML has 0
+        section.patience = 0
+    check_fields(section)
+
+
 def _check_exit_fields(section) -> None:
     name = section.section
     check_positive(f"{name}.max_epochs", section.max_epochs, integer=True)
-    if section.patience is None:  # Python callers may say None; TOML has no None, so 0
-        section.patience = 0
     check_positive(f"{name}.patience", section.patience, integer=True, allow_zero=True)
 
 
@@ -125,6 +132,7 @@ class DataConfig:
     test_seed: int = option(0, "seeds which examples are the test set")
 
     def __post_init__(self):
+        _check_types(self)
         check_choice("data.dataset", self.dataset, DATASETS)
         check_positive("data.labels_per_class", self.labels_per_class, integer=True)
         if self.validation_per_class is not None:
@@ -164,7 +172,7 @@ class PretrainConfig:
     target_metric: str = option("val_loss", EXIT_HELP["target_metric"], ("val_loss",))
 
     def __post_init__(self):
-        self.hidden_sizes = tuple(self.hidden_sizes)
+        _check_types(self)
         check_choice("pretrain.method", self.method, PRETRAIN_METHODS)
         check_choice("pretrain.schedule", self.schedule, SCHEDULES)
         for name in ("latent_size", "width", "depth", "heads", "vocab_size", "max_length"):
@@ -203,6 +211,7 @@ class FineTuneConfig:
     target_metric: str = option("val_accuracy", EXIT_HELP["target_metric"], CLASSIFIER_METRICS)
 
     def __post_init__(self):
+        _check_types(self)
         check_choice("finetune.strategy", self.strategy, STRATEGIES)
         _check_classifier_training(self)
 
@@ -226,6 +235,7 @@ class AdaptConfig:
     target_metric: str = option("val_accuracy", EXIT_HELP["target_metric"], CLASSIFIER_METRICS)
 
     def __post_init__(self):
+        _check_types(self)
         check_choice("adapt.method", self.method, ADAPT_METHODS)
         check_positive("adapt.size", self.size, integer=True)
         _check_classifier_training(self)
@@ -247,7 +257,7 @@ class PipelineConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def __post_init__(self):
-        self.stages = tuple(self.stages)
+        _check_types(self)
         check_file_name("name", self.name)
         check_positive("seed", self.seed, integer=True, allow_zero=True)
         if not self.stages or any(s not in STAGE_NAMES for s in self.stages):
@@ -290,20 +300,12 @@ def config_from_dict(values: dict) -> PipelineConfig:
 
 
 def load_config(path) -> PipelineConfig:
-    """Read a pipeline config from a TOML file (see configs/ and `python -m mtkit run --help`)."""
-    try:
-        import tomllib  # the standard library's TOML reader, from Python 3.11 on
-    except ModuleNotFoundError as error:
-        raise MtkitError("reading TOML configs needs Python 3.11 or newer (tomllib)") from error
-
+    """Read a pipeline config from a TOML file (see mtkit/configs/, python -m mtkit run --help)."""
     path = Path(path)
     if not path.is_file():
         raise MtkitError(f"config file {path} does not exist")
-    try:
-        values = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise MtkitError(f"{path} is not valid TOML: {error}") from error
-    return config_from_dict(values)
+    # load_toml: UTF-8, at most 4 MiB and 100 levels deep, or an MtkitError naming the file.
+    return config_from_dict(load_toml(path))
 
 
 def describe_config() -> str:

@@ -2,6 +2,7 @@
 
     option           a dataclass field with the help text `--help` prints and its allowed values
     read_section     a config dataclass from nested dicts (parsed TOML), each value checked
+    check_fields     the same checks for a config dataclass built in Python (its __post_init__)
     describe_fields  every field with its default, choices and help: the text of `--help`
     to_toml          nested dicts back to TOML
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import textwrap
 import types
 import typing
 from dataclasses import field
 from types import NoneType
 
+from mtkit.core.files import is_kind
 from mtkit.core.utils import MtkitError
 
 
@@ -46,37 +49,53 @@ def read_section(cls, values, prefix: str):
     return cls(**checked)
 
 
+def check_fields(config) -> None:
+    """Check every field of config dataclass instance `config` as read_section checks a value
+    read from TOML (so a config built in Python, e.g. PretrainConfig(max_epochs="5"), fails
+    the same way, naming the field); lists given for tuple fields become tuples. Sections
+    (fields that are config dataclasses) must be instances of their class."""
+    prefix = f"{config.section}." if getattr(config, "section", "") else ""
+    hints = typing.get_type_hints(type(config))
+    for field_ in dataclasses.fields(config):
+        name, hint, value = field_.name, hints[field_.name], getattr(config, field_.name)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise MtkitError(
+                    f"{prefix}{name} must be a {hint.__name__}, got {type(value).__name__}"
+                )
+        else:
+            setattr(config, name, _check_value(f"{prefix}{name}", value, hint, field_))
+
+
 def _check_value(name: str, value, hint, field_: dataclasses.Field):
-    """`value` if it has the field's type (ints pass as floats) and is an allowed choice."""
+    """`value` if it has the field's type (ints pass as floats, bools are not numbers, numbers
+    are finite) and is an allowed choice; lists given for tuple fields become tuples."""
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)  # e.g. int | None
+    if value is None and union and NoneType in typing.get_args(hint):
+        return value  # absent (TOML has no None; Python callers may say it)
     kinds = [kind for kind in (typing.get_args(hint) if union else (hint,)) if kind is not NoneType]
     ok = False
     for kind in kinds:
         if typing.get_origin(kind) is tuple:  # tuple[int, ...] is a TOML array
             element = typing.get_args(kind)[0]
-            if isinstance(value, (list, tuple)) and all(_is_kind(v, element) for v in value):
+            if isinstance(value, (list, tuple)) and all(is_kind(v, element) for v in value):
                 value, ok = tuple(value), True
-        elif _is_kind(value, kind):
+        elif is_kind(value, kind):
             ok = True
         if ok:
             break
+    items = value if isinstance(value, tuple) else (value,)
+    if ok and any(isinstance(v, float) and not math.isfinite(v) for v in items):
+        raise MtkitError(f"{name} must be a finite number, got {value!r}")  # TOML has nan, inf
     if not ok:
         wanted = " or ".join(_kind_name(kind) for kind in kinds)
-        raise MtkitError(f"{name} must be {wanted}, got {value!r}")
+        raise MtkitError(f"{name} must be {wanted}, got {value!r:.100}")
     choices = field_.metadata.get("choices")
     if choices is not None:
         for item in value if isinstance(value, tuple) else (value,):
             if item not in choices:
                 raise MtkitError(f"{name}: {item!r} is not allowed; choose one of {list(choices)}")
     return value
-
-
-def _is_kind(value, kind) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
 
 
 def _kind_name(kind) -> str:

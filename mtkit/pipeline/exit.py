@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
+from mtkit.core.checks import check_number, check_string
 from mtkit.core.train import Callback, EarlyStopping
 from mtkit.core.utils import MtkitError, check_positive
 
@@ -32,6 +34,18 @@ class TargetReached(Callback):
             trainer.stop_training, trainer.stop_reason = True, "target_reached"
 
 
+def _check_target(target, metric: str) -> float:
+    """A target `metric` can reach: a finite number (NaN is never reached), in [0, 1] for an
+    accuracy or F1, and >= 0 for a loss; returns it."""
+    if isinstance(target, bool) or not isinstance(target, numbers.Real):
+        raise MtkitError(f"target must be a number or None, got {target!r}")
+    if "accuracy" in metric or "f1" in metric:
+        return check_number(f"target (for {metric})", target, low=0, high=1)
+    if "loss" in metric:
+        return check_number(f"target (for {metric})", target, low=0)
+    return check_number("target", target)
+
+
 @dataclass
 class ExitCriteria:
     """When a stage ends: the first of
@@ -40,7 +54,8 @@ class ExitCriteria:
     patience     `monitor` has not improved for this many epochs       -> "early_stopping"
                  (None: no early stopping)
     target       `target_metric` reached `target` (>= for accuracies,  -> "target_reached"
-                 <= for losses; None: no target)
+                 <= for losses; None: no target). A finite number, in
+                 [0, 1] for an accuracy or F1, >= 0 for a loss.
     `monitor` also picks the epoch whose weights the stage keeps.
     """
 
@@ -54,8 +69,10 @@ class ExitCriteria:
         check_positive("max_epochs", self.max_epochs, integer=True)
         if self.patience is not None:
             check_positive("patience", self.patience, integer=True)
-        if self.target is not None and not isinstance(self.target, (int, float)):
-            raise MtkitError(f"target must be a number or None, got {self.target!r}")
+        check_string("monitor", self.monitor)
+        check_string("target_metric", self.target_metric)
+        if self.target is not None:
+            self.target = _check_target(self.target, self.target_metric)
 
     def callbacks(self) -> list[Callback]:
         """The callbacks that enforce these criteria (max_epochs is fit's `epochs`)."""

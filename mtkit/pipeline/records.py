@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
-import itertools
 import json
 import platform
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtkit.core import distributed
+from mtkit.core import distributed, files
 from mtkit.core.checkpoint import load_model_state, write_atomically
 from mtkit.core.utils import MtkitError
 
@@ -111,19 +110,18 @@ class Run:
     @classmethod
     def load(cls, path) -> Run:
         """Read a run folder back (without models)."""
-        path = Path(path)
+        path = files.check_folder("Run.load's path", path)
         if (path / "config.json").is_file() and not (path / "summary.json").exists():
             raise MtkitError(
                 f"{path} holds a run that stopped before its first stage ended; finish it with "
                 "mtkit.pipeline.resume (or pipeline.resume) first"
             )
-        summary = read_json(path / "summary.json", f"{path} is not a run folder")
+        summary = read_summary(path / "summary.json", f"{path} is not a run folder")
         config = read_json(path / "config.json", f"{path} is not a run folder")
-        try:
-            stages = [StageRecord(**record) for record in summary["stages"]]
-            return cls(path, summary["name"], config, stages, seconds=summary["seconds"])
-        except (KeyError, TypeError) as error:
-            raise MtkitError(f"{path / 'summary.json'} is not a run summary ({error!r})") from None
+        if not isinstance(config, dict):
+            raise MtkitError(f"{path / 'config.json'} is not a run's config: it is not an object")
+        stages = [StageRecord(**record) for record in summary["stages"]]
+        return cls(path, summary["name"], config, stages, seconds=summary["seconds"])
 
 
 def rollback(run: Run | str | Path, stage: str, model: nn.Module | None = None) -> nn.Module:
@@ -135,10 +133,11 @@ def rollback(run: Run | str | Path, stage: str, model: nn.Module | None = None) 
     The checkpoint is read with weights_only and checked against its hash and the model's
     class and shapes (mtkit.core.checkpoint.load_model_state).
     """
-    folder = run.path if isinstance(run, Run) else Path(run)
+    folder = run.path if isinstance(run, Run) else files.check_folder("rollback's run", run)
     if folder is None:
         raise MtkitError("this run wrote no folder (not rank 0 of a distributed run)")
-    checkpoint = folder / "checkpoints" / f"{stage}.pt"
+    # The stage names a file in checkpoints/: "../x" or a symlink must not lead elsewhere.
+    checkpoint = files.child(folder / "checkpoints", stage, "rollback's stage", ".pt")
     if not checkpoint.exists():
         saved = sorted(p.stem for p in (folder / "checkpoints").glob("*.pt"))
         raise MtkitError(f"run {folder} has no checkpoint for stage {stage!r}; it has {saved}")
@@ -250,17 +249,12 @@ def score_text(value) -> str:
 
 
 def new_run_folder(runs_dir: Path, name: str) -> Path:
-    """A new folder runs_dir/<YYYYmmdd-HHMMSS>-<name> (-2, -3, ... added when it exists)."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
-    for attempt in itertools.count(1):
-        folder = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
-        try:
-            folder.mkdir()  # fails if it exists: two runs never share a folder
-            return folder
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+    """A new folder runs_dir/<YYYYmmdd-HHMMSS>-<name> (-2, -3, ... added when it exists);
+    returns its path. MtkitError if `runs_dir` or `name` cannot name folders, or the folder
+    cannot be made (runs_dir is a file, read-only, ...)."""
+    runs_dir = files.check_folder("runs_dir", runs_dir)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{files.check_name('a run name', name)}"
+    return files.new_folder(runs_dir, stem, "a run folder in runs_dir")
 
 
 def write_json(path: Path, value) -> None:
@@ -270,13 +264,52 @@ def write_json(path: Path, value) -> None:
 
 
 def read_json(path: Path, what: str):
-    """The JSON in `path`; MtkitError starting with `what` if it is missing or not JSON."""
+    """The JSON in `path`; MtkitError starting with `what` if it is missing or cannot be read
+    (not UTF-8, not JSON, too large or too deeply nested: see mtkit.core.files.load_json)."""
     if not path.is_file():
         raise MtkitError(f"{what}: it has no {path.name}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MtkitError(f"{what}: {path} is not valid JSON ({error})") from None
+        return files.load_json(path)
+    except MtkitError as error:
+        raise MtkitError(f"{what}: {error}") from None
+
+
+# What summary.json and each of its stage records hold: field -> (allowed kinds, default).
+# _REQUIRED fields must be there; an int counts as a float, a bool as neither.
+_REQUIRED = files.REQUIRED
+_SUMMARY_FIELDS = {"name": ((str,), _REQUIRED), "finished": ((bool,), False),
+                   "error": ((str, type(None)), None), "seconds": ((float,), _REQUIRED),
+                   "stages": ((list,), _REQUIRED)}  # fmt: skip
+_RECORD_FIELDS = {"name": ((str,), _REQUIRED), "method": ((str,), _REQUIRED),
+                  "stopped_reason": ((str,), _REQUIRED), "epochs": ((int,), _REQUIRED),
+                  "best_epoch": ((int, type(None)), _REQUIRED), "scores": ((dict,), _REQUIRED),
+                  "seconds": ((float,), _REQUIRED), "checkpoint": ((str, type(None)), _REQUIRED),
+                  "exit": ((str,), ""), "note": ((str,), "")}  # fmt: skip
+
+
+def read_summary(path: Path, what: str) -> dict:
+    """summary.json of a run folder, every field checked: {"name", "finished", "error",
+    "seconds", "stages"}, where "stages" is a list of dicts that StageRecord(**record) takes.
+
+    MtkitError starting with `what` and naming the file and the field when it is missing,
+    unreadable or a field has the wrong type (e.g. "stages": 5, "finished": "yes"), a stage
+    name cannot name a file, or a stage's checkpoint lies outside the run folder.
+    """
+    summary = files.check_json_object(read_json(path, what), _SUMMARY_FIELDS, f"{what}: {path}", "")
+    for index, record in enumerate(summary["stages"]):
+        where = f"{what}: {path}"
+        record = files.check_json_object(record, _RECORD_FIELDS, where, f"stages[{index}].")
+        try:
+            files.check_name("its name", record["name"])
+            for metric, score in record["scores"].items():
+                if not (score is None or files.is_kind(score, float)):
+                    raise MtkitError(f"scores.{metric} must be a number, got {score!r:.60}")
+            if record["checkpoint"] is not None:
+                files.path_inside(path.parent, record["checkpoint"], "its checkpoint")
+        except MtkitError as error:
+            raise MtkitError(f"{where}: stages[{index}]: {error}") from None
+        summary["stages"][index] = record
+    return summary
 
 
 # metrics.jsonl is appended to after every epoch, so a process killed while writing can leave
@@ -287,17 +320,11 @@ def read_metrics(path: Path) -> list[dict]:
     """Every complete row of a metrics.jsonl file (none when it does not exist)."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):  # only the last line can have been cut short by a crash
-                raise MtkitError(f"{path}, line {number}, is not valid JSON") from None
-    return rows
+    rows = files.load_json_lines(path, last_may_be_cut=True)
+    for number, row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("stage"), str):
+            raise MtkitError(f"{path}, line {number}, is not an epoch's record with its stage")
+    return [row for _, row in rows]
 
 
 def append_metrics(path: Path, stage: str, record: dict) -> None:

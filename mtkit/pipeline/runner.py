@@ -16,7 +16,8 @@ from torch import nn
 
 from mtkit.core import distributed
 from mtkit.core.checkpoint import content_hash, load_checkpoint, load_model_state, save_model
-from mtkit.core.train import History
+from mtkit.core.interrupts import hold_interrupts
+from mtkit.core.train import Callback, History
 from mtkit.core.utils import MtkitError
 from mtkit.pipeline.config import check_file_name
 from mtkit.pipeline.exit import ExitCriteria
@@ -27,6 +28,7 @@ from mtkit.pipeline.records import (
     environment,
     new_run_folder,
     read_json,
+    read_summary,
     replace_stage_metrics,
     split_record,
     write_atomically,
@@ -107,6 +109,29 @@ class Stage:
             raise MtkitError(f"Stage.train must be a function, got {type(self.train).__name__}")
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or Jupyter's stop) stopped a pipeline run: no later stage ran, summary.json says
+    not finished, and resume/ is kept, so `resume(folder)` (`python -m mtkit run --resume
+    FOLDER`) goes on with the interrupted stage after its last saved epoch. A KeyboardInterrupt,
+    so that it propagates out of run_config as any interrupt does. `folder`: None on ranks > 0."""
+
+    def __init__(self, folder: Path | None, stage: str | None):
+        self.folder, self.stage = folder, stage
+        message = "the run was interrupted" + (f" in stage {stage!r}" if stage else "")
+        if folder is not None:
+            message += f"; finish it with: python -m mtkit run --resume {folder}"
+        super().__init__(message)
+
+
+class _StopTheRun(Callback):
+    """Last in every stage's fit: an interrupted fit stops the run (fit itself returns, as a
+    notebook expects), before the stage's train function does anything more with it."""
+
+    def on_train_end(self, trainer):
+        if trainer.history.stopped_reason == "interrupted":
+            raise KeyboardInterrupt
+
+
 class _StageProgress(TrainingState):
     """What a stage's fit leaves in the run folder as it goes: after every epoch, its record in
     metrics.jsonl and then its whole state in resume/<stage>.pt (see training_state.py). On a
@@ -124,6 +149,15 @@ class _StageProgress(TrainingState):
     def on_restore(self, trainer):
         replace_stage_metrics(self.metrics, self.stage, trainer.history.records)
         self.epochs_seen += len(trainer.history.records)
+
+    def on_train_end(self, trainer):
+        # An interrupt stops the run: the state of the last saved epoch stays as it is, not
+        # marked as stopped, so that resuming trains the stage on. Its best weights so far go
+        # to the stage's checkpoint (the resumed stage overwrites it).
+        if trainer.history.stopped_reason == "interrupted":
+            path = self.path.parent.parent / "checkpoints" / f"{self.stage}.pt"
+            with hold_interrupts():
+                save_model(path, trainer.model, stage=self.stage, stopped_reason="interrupted")
 
 
 class Pipeline:
@@ -208,7 +242,7 @@ class Pipeline:
             raise MtkitError(f"{what}: the context's split is not the one in its split.json")
         summary = {"stages": [], "seconds": 0.0, "finished": False}
         if (folder / "summary.json").exists():  # none before the first stage ends
-            summary = read_json(folder / "summary.json", what)
+            summary = read_summary(folder / "summary.json", what)
         if summary["finished"]:
             return Run.load(folder)
         done = {record["name"]: StageRecord(**record) for record in summary["stages"]}
@@ -245,16 +279,19 @@ class Pipeline:
                 if resuming:  # the stage's rows are written again (restored, or trained)
                     replace_stage_metrics(folder / "metrics.jsonl", stage.name, [])
                 progress = _StageProgress(folder, stage.name)
-                stage_callbacks.append(progress)  # last: it records what the others decided
+                stage_callbacks.append(progress)  # it records what the others decided
+            stage_callbacks.append(_StopTheRun())
             stage_started = time.perf_counter()
             try:
                 output = stage.train(context, model, stage.exit, stage_callbacks)
+                if output.history.stopped_reason == "interrupted" and stage.name not in done:
+                    raise KeyboardInterrupt  # a train function that went on after the interrupt
             except BaseException as error:  # also Ctrl-C: the record says where it stopped
                 if folder is not None:
                     run.seconds = seconds_before + time.perf_counter() - started
-                    write_summary(
-                        run, error=f"stage {stage.name!r}: {type(error).__name__}: {error}"
-                    )
+                    write_summary(run, error=_stage_error(stage.name, error))
+                if isinstance(error, KeyboardInterrupt) and not isinstance(error, RunInterrupted):
+                    raise RunInterrupted(folder, stage.name) from error
                 raise
             seconds = time.perf_counter() - stage_started
             if progress is not None and progress.epochs_seen == 0:  # no epoch went through fit,
@@ -273,6 +310,13 @@ class Pipeline:
         if folder is not None:  # finished: the training states are no longer needed
             shutil.rmtree(folder / "resume", ignore_errors=True)
         return run
+
+
+def _stage_error(stage: str, error: BaseException) -> str:
+    """What summary.json's "error" says about a stage that did not end."""
+    if isinstance(error, KeyboardInterrupt):
+        return f"stage {stage!r}: interrupted (Ctrl-C); the run can be resumed"
+    return f"stage {stage!r}: {type(error).__name__}: {error}"
 
 
 def _finish_stage(folder, stage: Stage, output: StageOutput, progress, seconds) -> StageRecord:

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from mtkit.core import distributed
+from mtkit.core.files import check_folder, check_name
 from mtkit.core.utils import MtkitError, check_positive
 from mtkit.pipeline.config import PipelineConfig, read_section
 from mtkit.pipeline.records import (
@@ -113,6 +115,9 @@ def staged_search(
     data is used once, for the final chosen model. Writes results.csv, results.json,
     best_config.toml and search.png into runs_dir/<time>-search-<name>/ (rank 0 only).
     """
+    # Checked now, not when the folder is written at the end, after all the training.
+    runs_dir = check_folder("runs_dir", runs_dir)
+    check_name("a search's name", f"search-{config.name}")
     unknown = [stage for stage in spaces if stage not in config.stages]
     if unknown:
         raise MtkitError(f"no stage {unknown[0]!r} in this config's stages {list(config.stages)}")
@@ -164,9 +169,23 @@ def staged_search(
         test_accuracy = classifier_scores(model, context)["test_accuracy"]
     result = SearchResult(rows, best, test_accuracy, None, models)
     if distributed.is_main_process():
-        result.path = new_run_folder(Path(runs_dir), f"search-{config.name}")
-        _write_search(result)
+        _write_search_folder(result, runs_dir, f"search-{config.name}")
     return result
+
+
+def _write_search_folder(result: SearchResult, runs_dir: Path, name: str) -> None:
+    """Write the search's folder (result.path); if that fails (a read-only or full disk),
+    warn and leave result.path None: the search's result is returned all the same."""
+    try:
+        result.path = new_run_folder(runs_dir, name)
+        _write_search(result)
+    except (MtkitError, OSError) as error:
+        reason = str(error) if isinstance(error, MtkitError) else f"{type(error).__name__}: {error}"
+        warnings.warn(
+            f"could not write the search's folder ({reason}); the result is returned "
+            f"{'with its folder incomplete' if result.path else 'without a folder'}",
+            stacklevel=3,
+        )
 
 
 def _fields_set(section) -> dict:

@@ -12,6 +12,7 @@ shift.py       adapt a trained classifier to a shifted domain (naive, rehearsal,
 setfit.py      few-shot text: pull same-class sentence embeddings together, push others apart
 domain_adapt.py  continue a pretrained text model's masked-token training on in-domain text
 distill.py     a small student learns a large teacher's softened predictions
+lr_find.py     the learning-rate range test: a sweep on a copy of the model, and a suggestion
 """
 
 from mtkit.stages import (  # noqa: F401
@@ -22,6 +23,7 @@ from mtkit.stages import (  # noqa: F401
     distill,
     domain_adapt,
     finetune,
+    lr_find,
     method,
     pretrain,
     selftrain,

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtkit.core.batches import forward_in_batches
+from mtkit.core import checks
+from mtkit.core.batches import as_inputs, as_labelled, forward_in_batches
 from mtkit.core.train import Callback, EarlyStopping, History, fit
-from mtkit.core.utils import MtkitError, check_choice, check_positive
+from mtkit.core.utils import MtkitError, check_choice, count_trainable, set_trainable
 
 # Re-exported, so that `mt.finetune.shift_rotate` and `from mtkit.stages.finetune import ...` work.
 from mtkit.stages.augment import (  # noqa: F401
@@ -60,20 +61,11 @@ DEFAULT_LR = {
 # Small helpers.
 
 
-def labelled_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) from a labelled dataset (anything with `.tensors`) or a tuple."""
-    tensors = tuple(data.tensors) if hasattr(data, "tensors") else tuple(data)
-    if len(tensors) != 2:
-        raise MtkitError(
-            "fine-tuning needs labelled data: a dataset with labels or an (inputs, labels) pair; "
-            "the unlabelled pool has its labels hidden on purpose"
-        )
-    inputs, labels = tensors
-    if labels.dtype != torch.long or labels.dim() != 1 or len(labels) != len(inputs):
-        raise MtkitError(f"labels must be a 1-D int64 tensor of length {len(inputs)}")
-    if len(labels) == 0:
-        raise MtkitError("the labelled data is empty")
-    return inputs, labels
+def labelled_tensors(data, name: str = "labelled") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N×... inputs, (N,) int64 labels) from a labelled dataset or an (inputs, labels) pair of
+    tensors or NumPy arrays; MtkitError for data without labels or with NaN / ±inf inputs."""
+    inputs, labels = as_labelled(checks.arrays_as_tensors(checks.check_encoded(name, data)))
+    return checks.check_finite(f"the {name} inputs", inputs), labels
 
 
 def pool_inputs(unlabelled) -> torch.Tensor:
@@ -82,26 +74,14 @@ def pool_inputs(unlabelled) -> torch.Tensor:
     Only `.images` is read, never `.labels` or `.tensors`, so the pool's true labels (if the
     object has any) cannot leak into training.
     """
-    if isinstance(unlabelled, torch.Tensor):
-        return unlabelled
-    images = getattr(unlabelled, "images", None)
+    tensor = isinstance(unlabelled, torch.Tensor)
+    images = unlabelled if tensor else getattr(unlabelled, "images", None)
     if not isinstance(images, torch.Tensor):
         raise MtkitError(
             "the unlabelled pool must be an N×... tensor or an ImageDataset, "
             f"got {type(unlabelled).__name__}"
         )
-    return images
-
-
-def set_trainable(module: nn.Module, trainable: bool) -> None:
-    """Freeze (False) or unfreeze (True) every parameter of `module`."""
-    for parameter in module.parameters():
-        parameter.requires_grad_(trainable)
-
-
-def count_trainable(model: nn.Module) -> int:
-    """How many parameter values would receive gradients (requires_grad=True)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return checks.check_finite("the unlabelled pool", images)
 
 
 def reset_weights(model: nn.Module) -> None:
@@ -209,11 +189,9 @@ def fine_tune(
         lr_decay=lr_decay, epochs_per_group=epochs_per_group, mixup=mixup, fit_options=fit_options,
     )  # fmt: skip
     augmentation = as_augmentation(augment)
-    inputs, labels = labelled_tensors(labelled)
-    if labels.max() >= classifier.num_classes or labels.min() < 0:
-        raise MtkitError(f"labels must lie in [0, {classifier.num_classes}) for this classifier")
+    inputs, labels = _classifier_data(classifier, labelled, "labelled")
     if validation is not None:
-        fit_options["val_data"] = labelled_tensors(validation)
+        fit_options["val_data"] = _classifier_data(classifier, validation, "validation")
 
     # Checks done: from here on the classifier is changed.
     _prepare_classifier(classifier, strategy, dropout)
@@ -229,10 +207,22 @@ def fine_tune(
     callbacks = _callbacks(classifier, strategy, epochs_per_group, patience, monitor, fit_options)
     history = fit(
         classifier, loss_fn, (inputs, labels), epochs=epochs, lr=lr, optimizer=optimizer,
-        batch_size=min(batch_size, len(labels)), monitor=monitor, callbacks=callbacks,
+        batch_size=min(checks.check_positive("batch_size", batch_size, integer=True), len(labels)),
+        monitor=monitor, callbacks=callbacks,
         **fit_options,
     )  # fmt: skip
     return FineTuneResult(history, strategy, count_trainable(classifier), group_lrs)
+
+
+def _classifier_data(classifier, data, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """labelled_tensors(data), checked to suit `classifier`: float images (or integer token
+    ids), and labels in [0, num_classes)."""
+    inputs, labels = labelled_tensors(data, name)
+    checks.check_model_inputs(f"the {name} inputs", inputs)
+    if labels.max() >= classifier.num_classes or labels.min() < 0:
+        low, high, classes = int(labels.min()), int(labels.max()), classifier.num_classes
+        raise MtkitError(f"{name} labels must lie in [0, {classes}), got labels {low}..{high}")
+    return inputs, labels
 
 
 def _check_options(
@@ -243,17 +233,16 @@ def _check_options(
     check_choice("strategy", strategy, STRATEGIES)
     check_choice("class_balance", class_balance, CLASS_BALANCE)
     check_choice("monitor", monitor, ("val_loss", "val_accuracy"))
-    lr = DEFAULT_LR[strategy] if lr is None else check_positive("lr", lr)
-    check_positive("weight_decay", weight_decay, allow_zero=True)
-    check_positive("l2_sp", l2_sp, allow_zero=True)
-    check_positive("mixup", mixup, allow_zero=True)
-    check_positive("epochs_per_group", epochs_per_group, integer=True)
+    lr = DEFAULT_LR[strategy] if lr is None else checks.check_positive("lr", lr)
+    checks.check_positive("weight_decay", weight_decay, allow_zero=True)
+    checks.check_positive("l2_sp", l2_sp, allow_zero=True)
+    checks.check_positive("mixup", mixup, allow_zero=True)
+    checks.check_positive("epochs_per_group", epochs_per_group, integer=True)
     if patience is not None:
-        check_positive("patience", patience, integer=True)
-    if not 0 < lr_decay <= 1:
-        raise MtkitError(f"lr_decay must be in (0, 1], got {lr_decay}")
-    if dropout is not None and not 0 <= dropout < 1:
-        raise MtkitError(f"dropout must be in [0, 1), got {dropout}")
+        checks.check_positive("patience", patience, integer=True)
+    checks.check_number("lr_decay", lr_decay, low=0, high=1, low_open=True)
+    if dropout is not None:
+        checks.check_number("dropout", dropout, low=0, high=1, high_open=True)
     if "optimizer" in fit_options:
         raise MtkitError("fine_tune builds its own optimizer; set lr / weight_decay instead")
     if not hasattr(classifier, "layer_groups") or not hasattr(classifier, "head"):
@@ -371,16 +360,28 @@ def _distance_to(module: nn.Module, reference: dict[str, torch.Tensor]) -> torch
     return total
 
 
-def predict(classifier: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Class probabilities for every input: N×num_classes on the CPU, computed in eval mode."""
+def predict(
+    classifier: nn.Module, inputs, batch_size: int = 1024, *, tokenizer=None, max_length=None
+) -> torch.Tensor:
+    """Class probabilities for every input: N×num_classes on the CPU, computed in eval mode.
+
+    inputs: N×C×H×W images (a tensor or NumPy array), N×L token ids, an (inputs, labels) pair, an
+        image dataset, or a TextDataset with `tokenizer` (encoded to `max_length` tokens, by
+        default the model's own). Labels are never read. NaN / ±inf in, or out, is an error.
+    """
+    checks.check_model("classifier", classifier)
+    checks.check_positive("batch_size", batch_size, integer=True)
+    config = getattr(getattr(classifier, "encoder", None), "config", None)
+    max_length = max_length or getattr(config, "max_length", None)
+    inputs = as_inputs(checks.arrays_as_tensors(inputs), tokenizer=tokenizer, max_length=max_length)
     if len(inputs) == 0:
         raise MtkitError("nothing to predict: the inputs are empty")
-    return forward_in_batches(
-        classifier,
-        inputs,
-        batch_size=batch_size,
+    checks.check_model_inputs("inputs", inputs)
+    probabilities = forward_in_batches(
+        classifier, inputs, batch_size=batch_size,
         fn=lambda batch: torch.softmax(classifier(batch), dim=1),  # on the device, per batch
-    )
+    )  # fmt: skip
+    return checks.check_finite("the classifier's probabilities for finite inputs", probabilities)
 
 
 def copy_encoder(autoencoder: nn.Module) -> nn.Module:

@@ -99,8 +99,8 @@ def lab(tmp_path_factory) -> Lab:
         path = settings / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    # The notebooks read a few files next to them (../bench/results/*.json): the other
-    # folders of the repository are linked in, the notebooks themselves are copied per test.
+    # The notebooks read only packaged files; the other folders of the repository are linked
+    # in, the notebooks themselves are copied per test.
     (root / "notebooks").mkdir()
     for entry in REPO.iterdir():
         if (

@@ -6,6 +6,7 @@ import torch
 
 from mtkit.core import cache
 from mtkit.core.cache import cache_dir, cache_key, fingerprint, load_or_build
+from mtkit.core.utils import MtkitError
 
 
 def _builder(calls):
@@ -150,3 +151,26 @@ def test_cache_dir_neither_creates_nor_checks_and_ignores_an_empty_setting(tmp_p
     monkeypatch.setenv("MTKIT_CACHE", "~/elsewhere")
     assert cache_dir() == tmp_path / "elsewhere"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["../x", "a/b", "", "..", "\udcff", "k\x00", "x" * 300, None], ids=repr
+)
+def test_a_cache_key_that_cannot_be_a_file_name_is_refused_before_building(key, tmp_path):
+    calls = []
+    with pytest.raises(MtkitError, match="a cache key names files and folders"):
+        load_or_build(tmp_path / "entry.pt", key, _builder(calls))
+    assert calls == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [("domain-adapted", "org/model"), ("x", ".."), ("x", ""), ("a\\b",), ("é" * 200,)],
+    ids=repr,
+)
+def test_a_cache_entry_name_stays_one_file_in_the_cache_folder(parts, tmp_path):
+    with pytest.raises(MtkitError, match="a cache entry's name"):
+        cache.cache_path(*parts, folder=tmp_path)
+    assert cache.cache_path("text-encoder", "0123", folder=tmp_path) == (
+        tmp_path / "text-encoder-0123.pt"
+    )

@@ -494,3 +494,33 @@ def test_nested_state_round_trips_exactly(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
     with pytest.raises(CheckpointError, match=r"s\.pt is not the state expected"):
         load_state(path, expected={"kind": "other"})
+
+
+DEEP_METADATA = {
+    "arrays": "[" * 5000 + "]" * 5000,
+    "objects": '{"a": ' * 5000 + "1" + "}" * 5000,
+    "just too deep": "[" * 101 + "]" * 101,
+}
+
+
+@pytest.mark.parametrize("text", DEEP_METADATA.values(), ids=DEEP_METADATA.keys())
+def test_deeply_nested_metadata_is_a_checkpoint_error_not_a_recursion_error(text, tmp_path):
+    path = tmp_path / "deep.pt"
+    torch.save({"state_dict": {}, "metadata_json": text}, path)
+    with pytest.raises(CheckpointError, match=r"deep\.pt: its metadata is nested more than 100"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("depth", [101, 5000])
+def test_metadata_too_deep_to_read_back_is_never_written(depth, tmp_path):
+    nested: list = []
+    for _ in range(depth - 1):
+        nested = [nested]
+    with pytest.raises(CheckpointError, match="cannot save checkpoint .*its metadata is nested"):
+        save_checkpoint(tmp_path / "a.pt", {"w": torch.zeros(1)}, {"nested": nested})
+    assert list(tmp_path.iterdir()) == []
+    shallow: list = []
+    for _ in range(20):
+        shallow = [shallow]
+    save_checkpoint(tmp_path / "a.pt", {"w": torch.zeros(1)}, {"nested": shallow})
+    assert load_checkpoint(tmp_path / "a.pt")[1]["nested"] == shallow

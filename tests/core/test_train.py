@@ -551,3 +551,73 @@ def test_only_the_main_process_saves_checkpoints_and_shows_progress(tmp_path, mo
     fit(linear_model(), mse, (x, y), val_data=(x, y), epochs=3, lr=0.05, **QUIET,
         callbacks=[Checkpoint(path)])  # fmt: skip
     assert path.exists()
+
+
+# --- fit's own boundary: callbacks, the optimizer, the model ------------------------------------
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(model.state_dict()[name], t) for name, t in before.items())
+
+
+@pytest.mark.parametrize(
+    "callbacks, message",
+    [
+        ([EarlyStopping], r"callbacks\[0\] is the class EarlyStopping, .*instantiate it"),
+        ([EarlyStopping(), Checkpoint], r"callbacks\[1\] is the class Checkpoint"),
+        (EarlyStopping, r"^callbacks is the class EarlyStopping, .*EarlyStopping\(\)"),
+        ([lambda trainer: None], r"callbacks\[0\] must be a Callback instance .*got function"),
+        ([EarlyStopping(), 3], r"callbacks\[1\] must be a Callback instance .*got int 3"),
+        ([None], r"callbacks\[0\] must be a Callback instance .*got NoneType"),
+        ([nn.Linear], r"callbacks\[0\] must be a Callback instance .*got type"),
+        ("early_stopping", r"callbacks must be a Callback or a list of them.*got str"),
+        (5, r"callbacks must be a Callback or a list of them.*got int"),
+        ({"stop": EarlyStopping()}, r"callbacks must be a Callback or a list .*got dict"),
+    ],
+)
+def test_callbacks_that_are_not_callback_instances_are_named_before_training(callbacks, message):
+    x, y = regression_data()
+    model = linear_model()
+    before = weights_of(model)
+    with pytest.raises(MtkitError, match=message):
+        fit(model, mse, (x, y), val_data=(x, y), epochs=2, lr=0.05, callbacks=callbacks, **QUIET)
+    assert unchanged(model, before)
+
+
+def test_an_optimizer_holding_none_of_the_models_parameters_is_refused():
+    """Built on another model, or on the model before it was copied: it used to 'train' and
+    change nothing. One holding only some trainable parameters (an adapter's), and leaving the
+    frozen ones out, is fine."""
+    x, y = regression_data()
+    model = linear_model()
+    before = weights_of(model)
+    other = torch.optim.SGD(linear_model(seed=1).parameters(), lr=0.1)
+    with pytest.raises(MtkitError, match=r"optimizer: the SGD holds none of this Linear's"):
+        fit(model, mse, (x, y), epochs=2, lr=0.1, optimizer=other, **QUIET)
+    assert unchanged(model, before)
+    import copy
+
+    copied = copy.deepcopy(model)  # the optimizer below still holds the original's tensors
+    with pytest.raises(MtkitError, match="holds none of this Linear's trainable parameters"):
+        fit(copied, mse, (x, y), epochs=2, lr=0.1, optimizer=torch.optim.AdamW(model.parameters()),
+            **QUIET)  # fmt: skip
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 1))
+    net[0].requires_grad_(False)  # frozen: the optimizer leaves it out
+    frozen, rest, last = weights_of(net[0]), weights_of(net[1]), weights_of(net[2])
+    history = fit(net, mse, (x, y), epochs=2, lr=0.01, optimizer=torch.optim.SGD(
+        net[2].parameters(), lr=0.01), **QUIET)  # fmt: skip
+    assert history.stopped_reason == "completed"
+    assert unchanged(net[0], frozen) and unchanged(net[1], rest)  # only net[2] was stepped
+    assert not unchanged(net[2], last)
+
+
+def test_a_model_that_is_not_a_module_is_named():
+    x, y = regression_data()
+    with pytest.raises(MtkitError, match=r"model must be a torch.nn.Module, got ndarray"):
+        fit(x.numpy(), mse, (x, y), epochs=1, lr=0.1, **QUIET)

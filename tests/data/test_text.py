@@ -20,8 +20,11 @@ def test_from_lists_maps_string_labels_to_sorted_class_names():
 def test_from_lists_uses_given_class_names_and_int_labels():
     named = TextDataset.from_lists(["a", "b"], ["up", "down"], class_names=["up", "down", "flat"])
     assert named.labels.tolist() == [0, 1] and named.num_classes == 3
-    numbered = TextDataset.from_lists(["a", "b"], [2, 0])
-    assert numbered.class_names == ["0", "1", "2"]
+    numbered = TextDataset.from_lists(["a", "b"], [1, 0])
+    assert numbered.class_names == ["0", "1"]
+    # A class with no example here is fine when the number of classes is said out loud.
+    counted = TextDataset.from_lists(["a", "b"], [2, 0], num_classes=3)
+    assert counted.class_names == ["0", "1", "2"] and counted.labels.tolist() == [2, 0]
     unlabelled = TextDataset.from_lists(("a", "b"))
     assert unlabelled.labels is None and unlabelled.class_names == []
 

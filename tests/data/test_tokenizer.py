@@ -108,6 +108,10 @@ SAVED = {"format": "mtkit.Tokenizer", "version": 1, "tokens": []}
         (json.dumps({"model": "weights"}).encode(), "not a saved Tokenizer"),
         (json.dumps({**SAVED, "version": 99}).encode(), "version"),
         (json.dumps({**SAVED, "tokens": ["a"]}).encode(), "start"),
+        # Nested thousands deep: a RecursionError without the loader's bound.
+        (b"[" * 5000 + b"]" * 5000, r"not a saved Tokenizer: .*bad\.json is nested more than"),
+        (b'{"tokens": ' + b"[" * 101 + b"]" * 101 + b"}", "nested more than 100 levels"),
+        (b'{"a": 1', r"bad\.json is not valid JSON: .* at line 1, column"),
     ],
 )
 def test_loading_a_corrupt_or_foreign_file_fails_clearly(tmp_path, content, message):

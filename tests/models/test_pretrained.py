@@ -105,6 +105,50 @@ def test_missing_model_files_are_reported(monkeypatch, tmp_path):
         P.model_folder("minilm")
 
 
+def _copy_of_the_model(minilm, folder, weights=None):
+    """The model's four files in `folder` (links to the package's, or the given weight bytes)."""
+    folder.mkdir()
+    for name in P.REQUIRED_FILES:
+        (folder / name).symlink_to(minilm.folder / name)
+    if weights is not None:
+        (folder / "model.safetensors").unlink()
+        (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_the_packaged_weights_match_the_recorded_sha256(minilm):
+    recorded = P.PRETRAINED_TEXT_MODELS["minilm"].sha256
+    assert len(recorded) == 64
+    assert P.file_sha256(minilm.folder / "model.safetensors") == recorded
+
+
+def test_a_local_folder_with_the_same_files_loads_the_same_model(minilm, tmp_path):
+    folder = _copy_of_the_model(minilm, tmp_path / "my copy")
+    loaded = P.load_pretrained_text_encoder("minilm", folder=folder)
+    assert loaded.folder == folder
+    with torch.no_grad():
+        assert torch.equal(loaded.encoder(ids_of(minilm)), minilm.encoder(ids_of(minilm)))
+
+
+def test_weights_that_differ_from_the_recorded_sha256_are_refused(minilm, tmp_path):
+    weights = bytearray((minilm.folder / "model.safetensors").read_bytes())
+    weights[-1] ^= 1  # one flipped bit in the last weight
+    folder = _copy_of_the_model(minilm, tmp_path / "tampered", bytes(weights))
+    recorded = P.PRETRAINED_TEXT_MODELS["minilm"].sha256
+    with pytest.raises(MtkitError, match=f"expected SHA-256 {recorded}") as error:
+        P.load_pretrained_text_encoder("minilm", folder=folder)
+    assert "model.safetensors" in str(error.value) and "verify=False" in str(error.value)
+    # A copy the user trusts (fine-tuned, converted) loads when they say so.
+    assert P.load_pretrained_text_encoder("minilm", folder=folder, verify=False).folder == folder
+
+
+def test_a_local_folder_without_the_model_files_is_refused(tmp_path):
+    with pytest.raises(MtkitError, match="folder=.*model.safetensors"):
+        P.load_pretrained_text_encoder("minilm", folder=tmp_path)
+    with pytest.raises(MtkitError, match="folder=.*not a folder"):
+        P.load_pretrained_text_encoder("minilm", folder=tmp_path / "nowhere")
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_fine_tune_strategy_trains_a_classifier_on_it(minilm, encoder, strategy):
     classifier = Classifier(encoder, num_classes=3)

@@ -574,3 +574,52 @@ def test_lora_matches_peft(build, targets, inputs):
     for name in targets:
         difference = ours.get_submodule(name).base.weight - merged.get_submodule(name).weight
         assert difference.abs().max() < 1e-5
+
+
+BAD_ADAPTER_NAMES = ["a/b", "/abs", "a\\b", "a\x00b", "\udcff", "x" * 300, "line\nbreak", "", ".."]
+
+
+@pytest.mark.parametrize("name", BAD_ADAPTER_NAMES, ids=repr)
+def test_an_adapter_name_must_be_a_plain_file_name(name, tmp_path):
+    model = dense_classifier()
+    with pytest.raises(MtkitError, match="an adapter name names files and folders"):
+        A.add_lora(model, "encoder", adapter_name=name)
+    A.add_lora(model, "encoder", adapter_name="task")
+    path = A.save_adapter(model, tmp_path / "task.pt", "task")
+    with pytest.raises(MtkitError, match="an adapter name names files and folders"):
+        A.load_adapter(dense_classifier(), path, name=name)
+
+
+def _edited(metadata: dict, change: str) -> dict:
+    """A copy of an adapter file's metadata with one field broken as `change` says."""
+    metadata = {k: v for k, v in metadata.items() if k not in ("content_hash", "metadata_hash")}
+    layers = [dict(layer) for layer in metadata["layers"]]
+    edits = {
+        "no adapter_name": lambda: metadata.pop("adapter_name"),
+        "adapter_name a number": lambda: metadata.update(adapter_name=5),
+        "layers a number": lambda: metadata.update(layers=5),
+        "a layer a string": lambda: metadata.update(layers=["encoder"]),
+        "a layer without kind": lambda: metadata.update(layers=[{"path": "x", "config": {}}]),
+        "a layer's config a list": lambda: metadata.update(layers=[{**layers[0], "config": []}]),
+        "base_shapes a list": lambda: metadata.update(base_shapes=[]),
+        "no base_hash": lambda: metadata.pop("base_hash"),
+    }
+    edits[change]()
+    return metadata
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["no adapter_name", "adapter_name a number", "layers a number", "a layer a string",
+     "a layer without kind", "a layer's config a list", "base_shapes a list", "no base_hash"],
+)  # fmt: skip
+def test_an_adapter_file_with_malformed_metadata_is_a_checkpoint_error(change, tmp_path):
+    from mtkit.core.checkpoint import load_checkpoint, save_checkpoint
+
+    model = dense_classifier()
+    A.add_lora(model, "encoder", adapter_name="task")
+    path = A.save_adapter(model, tmp_path / "task.pt", "task")
+    state, metadata = load_checkpoint(path)
+    save_checkpoint(path, state, _edited(metadata, change))  # re-hashed: only the fields differ
+    with pytest.raises(CheckpointError, match=r"task\.pt: its adapter metadata"):
+        A.load_adapter(dense_classifier(), path)

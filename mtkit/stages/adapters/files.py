@@ -91,7 +91,8 @@ def load_adapter(model: nn.Module, path, name: str | None = None) -> str:
             f"{path} is not an adapter file (it has no {ADAPTER_FORMAT!r} stamp); whole models "
             "are loaded with load_model_state"
         )
-    name = name or metadata["adapter_name"]
+    _check_adapter_metadata(metadata, path)
+    name = metadata["adapter_name"] if name is None else name  # "" is a bad name, not None
     _check_adapter_name(name)
     if name in adapter_names(model):
         raise MtkitError(f"the model already has an adapter called {name!r}; pass name=...")
@@ -121,6 +122,32 @@ def load_adapter(model: nn.Module, path, name: str | None = None) -> str:
             stacklevel=2,
         )
     return name
+
+
+# What an adapter file's metadata must hold (save_adapter writes it), and of which type.
+_METADATA = {"adapter_name": str, "model_class": str, "layers": list, "base_shapes": dict,
+             "base_hash": str}  # fmt: skip
+_LAYER = {"path": str, "kind": str, "config": dict}
+
+
+def _check_adapter_metadata(metadata: dict, path) -> None:
+    """CheckpointError naming `path` and the field unless the metadata has every field
+    save_adapter writes, of its type (an edited or foreign file: not a KeyError or TypeError)."""
+    for key, kind in _METADATA.items():
+        _check_field(metadata.get(key), kind, key, path)
+    for index, layer in enumerate(metadata["layers"]):
+        if not isinstance(layer, dict):
+            raise CheckpointError(f"{path}: its adapter metadata layers[{index}] is not an object")
+        for key, kind in _LAYER.items():
+            _check_field(layer.get(key), kind, f"layers[{index}].{key}", path)
+
+
+def _check_field(value, kind: type, name: str, path) -> None:
+    if not isinstance(value, kind):
+        raise CheckpointError(
+            f"{path}: its adapter metadata field {name} must be a {kind.__name__}, "
+            f"got {value!r:.60}"
+        )
 
 
 def _refuse_merged(model: nn.Module, doing: str) -> None:

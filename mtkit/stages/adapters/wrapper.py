@@ -28,6 +28,7 @@ import fnmatch
 
 from torch import nn
 
+from mtkit.core.files import check_name
 from mtkit.core.utils import MtkitError
 
 
@@ -72,8 +73,10 @@ class AdaptedModule(nn.Module):
 
 
 def _check_adapter_name(name) -> None:
+    # A name may also name the adapter's file (f"{name}.pt"): the one check of file names.
+    check_name("an adapter name", name)
     # Names become keys of state_dicts and of nn.ModuleDict, where a "." would mean nesting.
-    if not isinstance(name, str) or not name or "." in name:
+    if "." in name:
         raise MtkitError(f"an adapter name must be a non-empty string without dots, got {name!r}")
 
 
