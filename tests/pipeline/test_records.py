@@ -239,7 +239,13 @@ def test_the_cli_refuses_a_runs_dir_that_cannot_be_a_folder(runs_dir, tmp_path, 
     path = tmp_path / "config.toml"
     path.write_text('stages = ["pretrain"]\n[pretrain]\nmax_epochs = 1\n')
     assert main(["run", str(path), "--runs-dir", runs_dir]) == 2
-    assert "runs_dir" in capsys.readouterr().err
+    assert "--runs-dir" in capsys.readouterr().err  # named as the user typed it
+
+
+@pytest.mark.parametrize("out", ["a\x00b", "out-\udcff"], ids=repr)
+def test_the_demo_refuses_an_out_folder_that_cannot_be_a_folder_before_any_work(out, capsys):
+    assert main(["demo", "--datasets", "digits", "--quick", "--out", out]) == 2
+    assert "--out" in capsys.readouterr().err
 
 
 def tiny_search_config() -> PipelineConfig:
