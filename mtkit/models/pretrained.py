@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtkit.core.files import load_json
 from mtkit.core.utils import MtkitError, check_choice, check_positive
 from mtkit.data.tokenizer import _check_texts
 from mtkit.models.text import check_vocabulary, trim_padding
@@ -338,7 +339,7 @@ def load_pretrained_text_encoder(
             "pip install transformers"
         ) from None
 
-    config = BertConfig.from_json_file(folder / "config.json")
+    config = BertConfig.from_dict(load_json(folder / "config.json"))  # bounded, errors named
     # No pooler: it is a layer trained for BERT's next-sentence task, and MiniLM's embeddings
     # are the mean of the token states instead.
     transformer = BertModel(config, add_pooling_layer=False)

@@ -142,6 +142,13 @@ def test_weights_that_differ_from_the_recorded_sha256_are_refused(minilm, tmp_pa
     assert P.load_pretrained_text_encoder("minilm", folder=folder, verify=False).folder == folder
 
 
+def test_a_config_json_nested_too_deeply_is_refused_naming_the_file(minilm, tmp_path):
+    folder = _copy_of_the_model(minilm, tmp_path / "deep")
+    (folder / "config.json").write_text('{"a": ' * 5000 + "1" + "}" * 5000)
+    with pytest.raises(MtkitError, match="config.json"):
+        P.load_pretrained_text_encoder("minilm", folder=folder)
+
+
 def test_a_local_folder_without_the_model_files_is_refused(tmp_path):
     with pytest.raises(MtkitError, match="folder=.*model.safetensors"):
         P.load_pretrained_text_encoder("minilm", folder=tmp_path)
